@@ -1,0 +1,357 @@
+//! In-memory fakes of every port, a fixed clock and a deterministic id generator, for the
+//! domain's unit tests.
+
+use std::collections::BTreeSet;
+use std::future::{Future, ready};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::audit::AuditEvent;
+use crate::organization::{OrgPolicy, OrgSlug, Organization};
+use crate::pagination::{Page, PagePosition, PageRequest};
+use crate::ports::{
+    Adapters, Clock, Directory, IdGenerator, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
+    InsertError, Readiness, ServiceAccountStore, StoreError, StoredResponse, UpdateOutcome,
+};
+use crate::principal::{Principal, PrincipalKind};
+use crate::resource_id::{OrgId, ProjectId, ServiceAccountId};
+use crate::role::RoleSlug;
+use crate::scope::Scope;
+use crate::service_account::{Revision, ServiceAccount, ServiceAccountFilter};
+
+/// Runs a future that never waits (every fake answers immediately).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("fakes never return Pending"),
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub accounts: Vec<ServiceAccount>,
+    pub audit: Vec<AuditEvent>,
+    pub orgs: Vec<Organization>,
+    pub projects: Vec<(OrgId, ProjectId)>,
+    pub roles: Vec<(OrgId, RoleSlug)>,
+}
+
+#[derive(Clone, Default)]
+pub struct Memory(pub Arc<Mutex<State>>);
+
+impl Memory {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Directory for Memory {
+    fn organization(
+        &self,
+        tenant: &OrgId,
+    ) -> impl Future<Output = Result<Option<Organization>, StoreError>> + Send {
+        ready(Ok(self
+            .state()
+            .orgs
+            .iter()
+            .find(|o| o.id == *tenant)
+            .cloned()))
+    }
+
+    fn project_exists(
+        &self,
+        tenant: &OrgId,
+        project: &ProjectId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let found = self
+            .state()
+            .projects
+            .iter()
+            .any(|(o, p)| o == tenant && p == project);
+        ready(Ok(found))
+    }
+
+    fn missing_roles(
+        &self,
+        tenant: &OrgId,
+        roles: &[RoleSlug],
+    ) -> impl Future<Output = Result<Vec<RoleSlug>, StoreError>> + Send {
+        let state = self.state();
+        let missing = roles
+            .iter()
+            .filter(|r| !state.roles.iter().any(|(o, c)| o == tenant && c == *r))
+            .cloned()
+            .collect();
+        ready(Ok(missing))
+    }
+}
+
+impl ServiceAccountStore for Memory {
+    fn insert(
+        &self,
+        account: &ServiceAccount,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<(), InsertError>> + Send {
+        let mut state = self.state();
+        let result = if state
+            .accounts
+            .iter()
+            .any(|a| a.tenant == account.tenant && a.id == account.id)
+        {
+            Err(InsertError::Duplicate)
+        } else {
+            state.accounts.push(account.clone());
+            state.audit.push(audit.clone());
+            Ok(())
+        };
+        ready(result)
+    }
+
+    fn get(
+        &self,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+    ) -> impl Future<Output = Result<Option<ServiceAccount>, StoreError>> + Send {
+        let found = self
+            .state()
+            .accounts
+            .iter()
+            .find(|a| a.tenant == *tenant && a.id == *id)
+            .cloned();
+        ready(Ok(found))
+    }
+
+    fn list(
+        &self,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<ServiceAccount>, StoreError>> + Send {
+        let mut matching: Vec<ServiceAccount> = self
+            .state()
+            .accounts
+            .iter()
+            .filter(|a| a.tenant == *tenant)
+            .filter(|a| filter.scope.is_none_or(|s| a.scope == s))
+            .filter(|a| filter.scope_id.as_ref().is_none_or(|s| a.scope_id == *s))
+            .filter(|a| filter.status.is_none_or(|s| a.status == s))
+            .cloned()
+            .collect();
+        matching.sort_by_key(|a| (a.created_at, a.uid));
+        let size = usize::from(page.size.get());
+        let page = match page.position {
+            PagePosition::Offset(offset) => Page {
+                total: Some(matching.len() as u64),
+                items: matching
+                    .into_iter()
+                    .skip(usize::try_from(offset).unwrap())
+                    .take(size)
+                    .collect(),
+                next: None,
+            },
+            PagePosition::After(cursor) => {
+                let rest: Vec<_> = matching
+                    .into_iter()
+                    .filter(|a| {
+                        cursor.is_none_or(|c| (a.created_at, a.uid) > (c.created_at, c.uid))
+                    })
+                    .collect();
+                let more = rest.len() > size;
+                let items: Vec<_> = rest.into_iter().take(size).collect();
+                let next = if more {
+                    items.last().map(|a| crate::pagination::Cursor {
+                        created_at: a.created_at,
+                        uid: a.uid,
+                    })
+                } else {
+                    None
+                };
+                Page {
+                    items,
+                    next,
+                    total: None,
+                }
+            }
+        };
+        ready(Ok(page))
+    }
+
+    fn update(
+        &self,
+        account: &ServiceAccount,
+        expected: Revision,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send {
+        let mut state = self.state();
+        let outcome = match state.accounts.iter_mut().find(|a| a.uid == account.uid) {
+            None => UpdateOutcome::Gone,
+            Some(stored) if stored.revision != expected => UpdateOutcome::Stale,
+            Some(stored) => {
+                *stored = account.clone();
+                state.audit.push(audit.clone());
+                UpdateOutcome::Updated
+            }
+        };
+        ready(Ok(outcome))
+    }
+
+    fn delete(
+        &self,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let mut state = self.state();
+        let before = state.accounts.len();
+        state
+            .accounts
+            .retain(|a| !(a.tenant == *tenant && a.id == *id));
+        let deleted = state.accounts.len() < before;
+        if deleted {
+            state.audit.push(audit.clone());
+        }
+        ready(Ok(deleted))
+    }
+}
+
+impl IdempotencyStore for Memory {
+    fn claim(
+        &self,
+        _key: &IdempotencyKey,
+        _fingerprint: &[u8; 32],
+        _now: OffsetDateTime,
+        _abandon_after: Duration,
+    ) -> impl Future<Output = Result<IdempotencyClaim, StoreError>> + Send {
+        ready(Ok(IdempotencyClaim::Claimed))
+    }
+
+    fn complete(
+        &self,
+        _key: &IdempotencyKey,
+        _response: &StoredResponse,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(Ok(()))
+    }
+
+    fn release(
+        &self,
+        _key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(Ok(()))
+    }
+}
+
+impl Readiness for Memory {
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(Ok(()))
+    }
+}
+
+/// A clock that stands still until moved.
+#[derive(Clone)]
+pub struct FixedClock(pub Arc<Mutex<OffsetDateTime>>);
+
+impl FixedClock {
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Ids from a counter: uids `00000000-…-000000000001`, suffixes `aaaaaaaaaaaaaaab`, ….
+#[derive(Default)]
+pub struct SeqIds(AtomicU64);
+
+impl IdGenerator for SeqIds {
+    fn uid(&self) -> Uuid {
+        Uuid::from_u128(u128::from(self.0.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+
+    fn random_suffix(&self) -> String {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        format!("{n:0>16}").replace('0', "a")
+    }
+}
+
+pub struct Fakes;
+
+impl Adapters for Fakes {
+    type Store = Memory;
+    type Directory = Memory;
+    type Idempotency = Memory;
+    type Readiness = Memory;
+    type Clock = FixedClock;
+    type Ids = SeqIds;
+}
+
+pub fn org_id(raw: &str) -> OrgId {
+    OrgId::parse(raw).unwrap()
+}
+
+pub fn role(raw: &str) -> RoleSlug {
+    RoleSlug::parse(raw).unwrap()
+}
+
+/// `org-acme` (slug `acme`, both scopes), project `web`, roles admin/compute.deployer/
+/// storage.writer/storage.reader; and `org-other` with project `web` too.
+pub fn seeded_memory() -> Memory {
+    let memory = Memory::default();
+    {
+        let mut state = memory.state();
+        state.orgs.push(Organization {
+            id: org_id("org-acme"),
+            slug: OrgSlug::parse("acme").unwrap(),
+            policy: OrgPolicy::default(),
+        });
+        state.orgs.push(Organization {
+            id: org_id("org-other"),
+            slug: OrgSlug::parse("org-other").unwrap(),
+            policy: OrgPolicy::new(
+                BTreeSet::from([Scope::Project]),
+                Duration::days(1),
+                Duration::days(2),
+                5,
+            )
+            .unwrap(),
+        });
+        for org in ["org-acme", "org-other"] {
+            state
+                .projects
+                .push((org_id(org), ProjectId::parse("web").unwrap()));
+            for r in [
+                "admin",
+                "compute.deployer",
+                "storage.writer",
+                "storage.reader",
+            ] {
+                state.roles.push((org_id(org), role(r)));
+            }
+        }
+    }
+    memory
+}
+
+pub fn principal(tenant: &str, roles: &[&str]) -> Principal {
+    Principal {
+        subject: format!("alice@{tenant}"),
+        tenant: org_id(tenant),
+        scope: Scope::Organization,
+        scope_id: tenant.into(),
+        roles: roles.iter().map(|r| role(r)).collect(),
+        kind: PrincipalKind::User,
+    }
+}

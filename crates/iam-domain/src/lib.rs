@@ -1,0 +1,42 @@
+//! # iam-domain
+//!
+//! The pure core of the IAM service-account service: the resource model (organizations and
+//! their policy, projects, roles, service accounts), the calling [`Principal`], every
+//! authorization and validation rule of the contract, and the use cases that apply them
+//! ([`ServiceAccountAdmin`]).
+//!
+//! Nothing here performs I/O. Storage, time and randomness are reached through the port traits
+//! in [`ports`]; adapters (`iam-postgres`, `iam-server`) implement them and the HTTP adapter
+//! (`iam-http`) drives the use cases. This crate depends on no database driver, web framework
+//! or async runtime — `cargo xtask ci` checks that.
+
+pub mod audit;
+pub mod organization;
+pub mod pagination;
+pub mod ports;
+pub mod principal;
+pub mod resource_id;
+pub mod role;
+pub mod scope;
+pub mod service_account;
+pub mod service_account_admin;
+pub mod validation;
+
+#[cfg(test)]
+mod fakes;
+
+pub use audit::{AuditAction, AuditEvent, RequestContext};
+pub use organization::{OrgPolicy, OrgSlug, Organization, PolicyError};
+pub use pagination::{Cursor, Page, PagePosition, PageRequest, PageSize};
+pub use principal::{Principal, PrincipalKind};
+pub use resource_id::{OrgId, ProjectId, ServiceAccountId};
+pub use role::RoleSlug;
+pub use scope::Scope;
+pub use service_account::{
+    ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
+    ServiceAccountPatch, ServiceAccountStatus,
+};
+pub use service_account_admin::{
+    AdminError, CreateServiceAccount, ServiceAccountAdmin, Violation, ViolationReason,
+};
+pub use validation::InvalidValue;

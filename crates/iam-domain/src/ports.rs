@@ -1,0 +1,261 @@
+//! Port traits: what the domain needs from the outside world.
+//!
+//! Adapters implement these (`iam-postgres` for storage, `iam-server` for the clock and
+//! randomness); use cases are generic over them through [`Adapters`], so the concrete types
+//! meet only in the binary. Every method documents what an adapter MUST return.
+
+use std::error::Error;
+use std::future::Future;
+
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::audit::AuditEvent;
+use crate::organization::Organization;
+use crate::pagination::{Page, PageRequest};
+use crate::resource_id::{OrgId, ProjectId, ServiceAccountId};
+use crate::role::RoleSlug;
+use crate::service_account::{Revision, ServiceAccount, ServiceAccountFilter};
+
+/// A failure of the storage backend, as opposed to an expected outcome such as "not found".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached right now (pool timeout, connection refused, restart);
+    /// the request may succeed if retried later.
+    #[error("storage is unavailable")]
+    Unavailable(#[source] Box<dyn Error + Send + Sync>),
+    /// Anything else: a bug or a broken invariant in storage.
+    #[error("unexpected storage failure")]
+    Unexpected(#[source] Box<dyn Error + Send + Sync>),
+}
+
+/// The source of the current time. The only ambient clock read lives in its system adapter.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The source of server-made identifiers.
+pub trait IdGenerator: Send + Sync + 'static {
+    /// A fresh random UUID v4.
+    fn uid(&self) -> Uuid;
+    /// 16 random characters of lowercase RFC 4648 base32 (`a-z`, `2-7`), 80 bits.
+    fn random_suffix(&self) -> String;
+}
+
+/// Organizations, projects and role catalogs (managed by operators through the directory file).
+pub trait Directory: Send + Sync + 'static {
+    /// The organization `tenant`, with its policy.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures; an unknown tenant is `Ok(None)`.
+    fn organization(
+        &self,
+        tenant: &OrgId,
+    ) -> impl Future<Output = Result<Option<Organization>, StoreError>> + Send;
+
+    /// Whether `project` exists in `tenant`.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn project_exists(
+        &self,
+        tenant: &OrgId,
+        project: &ProjectId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The subset of `roles` that is **not** in `tenant`'s role catalog, in input order.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn missing_roles(
+        &self,
+        tenant: &OrgId,
+        roles: &[RoleSlug],
+    ) -> impl Future<Output = Result<Vec<RoleSlug>, StoreError>> + Send;
+}
+
+/// Why an insert failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// An account with the same id already exists in the tenant.
+    #[error("a service account with this id already exists")]
+    Duplicate,
+    /// Backend failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Result of a conditional update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// The row had the expected revision and now holds the new state.
+    Updated,
+    /// The row exists but its revision differs (someone else changed it first).
+    Stale,
+    /// The row no longer exists.
+    Gone,
+}
+
+/// Persistence of service accounts. Every mutation writes its audit event in the same
+/// transaction as the change, so a change is never stored without its event or vice versa.
+pub trait ServiceAccountStore: Send + Sync + 'static {
+    /// Stores a new account and `audit`.
+    ///
+    /// # Errors
+    /// [`InsertError::Duplicate`] when `(tenant, id)` exists; [`InsertError::Store`] otherwise.
+    fn insert(
+        &self,
+        account: &ServiceAccount,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<(), InsertError>> + Send;
+
+    /// The account `id` of `tenant`, with its `active_credential_count`.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures; a missing account is `Ok(None)`.
+    fn get(
+        &self,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+    ) -> impl Future<Output = Result<Option<ServiceAccount>, StoreError>> + Send;
+
+    /// One page of `tenant`'s accounts matching `filter`, ordered by `(created_at, uid)`.
+    ///
+    /// In cursor mode the page holds the items strictly after the cursor and `next` is set iff
+    /// more matching items exist; `total` is `None`. In offset mode `total` counts all matching
+    /// items and `next` is `None`.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn list(
+        &self,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Page<ServiceAccount>, StoreError>> + Send;
+
+    /// Replaces the mutable fields, `updated_at` and `revision` of the row with `account.uid`
+    /// if its stored revision is `expected`, and stores `audit`.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures; stale or missing rows are outcomes.
+    fn update(
+        &self,
+        account: &ServiceAccount,
+        expected: Revision,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send;
+
+    /// Deletes account `id` of `tenant` with all its credentials and stores `audit`;
+    /// `Ok(false)` (and no audit event) when it did not exist.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn delete(
+        &self,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Who an idempotency key belongs to: keys of different callers never collide.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// The caller's tenant.
+    pub tenant: OrgId,
+    /// The caller's `sub`.
+    pub subject: String,
+    /// The `Idempotency-Key` header value (1–255 visible ASCII characters).
+    pub key: String,
+}
+
+/// A response recorded for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Headers to replay (`Location`, `ETag`, `Content-Type`).
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Outcome of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is new (or its record expired or was abandoned): do the work, then
+    /// [`IdempotencyStore::complete`] or [`IdempotencyStore::release`] it.
+    Claimed,
+    /// The same request was completed before: replay this response.
+    Replay(StoredResponse),
+    /// The same request is being processed right now by another call.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+/// Records of `Idempotency-Key` requests, kept for [`IdempotencyStore::RETENTION`].
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// How long a completed response is replayed.
+    const RETENTION: Duration = Duration::hours(24);
+
+    /// Claims `key` for a request whose method, path and body hash to `fingerprint`.
+    ///
+    /// Records older than [`Self::RETENTION`], and unfinished claims older than
+    /// `abandon_after`, count as absent.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn claim(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: &[u8; 32],
+        now: OffsetDateTime,
+        abandon_after: Duration,
+    ) -> impl Future<Output = Result<IdempotencyClaim, StoreError>> + Send;
+
+    /// Records the response of a claimed key.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn complete(
+        &self,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets a claimed key whose request produced no replayable response.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn release(&self, key: &IdempotencyKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Readiness of the storage backend (`GET /readyz`).
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when the backend answers and its schema is current.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when unreachable; [`StoreError::Unexpected`] when the schema
+    /// is behind the code.
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The set of adapters one deployment uses; lets use cases and routes name them with one
+/// type parameter.
+pub trait Adapters: Send + Sync + 'static {
+    /// Service-account persistence.
+    type Store: ServiceAccountStore;
+    /// Organizations, projects, roles.
+    type Directory: Directory;
+    /// Idempotency records.
+    type Idempotency: IdempotencyStore;
+    /// Backend readiness.
+    type Readiness: Readiness;
+    /// Time.
+    type Clock: Clock;
+    /// Identifiers.
+    type Ids: IdGenerator;
+}
