@@ -1,0 +1,260 @@
+//! Reading request bodies and query strings into fields, collecting every problem.
+//!
+//! Bodies are parsed into a JSON object first and then field by field, so one response can
+//! name every bad field (unknown, wrong type, null where not allowed, invalid value) instead
+//! of stopping at the first as a derived deserializer would.
+
+use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::web::{self, Bytes};
+use futures_util::StreamExt as _;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ErrorDetail};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads the request body, refusing more than [`MAX_BODY_BYTES`].
+///
+/// # Errors
+/// 413 when too large, 400 when the body cannot be read.
+pub async fn read(mut payload: web::Payload) -> Result<Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|_| ApiError::bad_request(vec![ErrorDetail::reason("UNREADABLE_BODY")]))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
+                vec![ErrorDetail::reason("BODY_TOO_LARGE")],
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses `bytes` as a JSON object. An empty body is `None` (callers decide if that is allowed).
+///
+/// # Errors
+/// 415 for a non-JSON `Content-Type`; 400 for malformed JSON or a non-object.
+pub fn object(req: &HttpRequest, bytes: &[u8]) -> Result<Option<Map<String, Value>>, ApiError> {
+    if let Some(content_type) = req.headers().get(CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request bodies must be application/json",
+                vec![ErrorDetail::reason("UNSUPPORTED_MEDIA_TYPE")],
+            ));
+        }
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(_) => Err(ApiError::bad_request(vec![ErrorDetail {
+            reason: "INVALID_TYPE".into(),
+            field: None,
+            message: Some("the body must be a JSON object".into()),
+        }])),
+        Err(e) => Err(ApiError::bad_request(vec![ErrorDetail {
+            reason: "MALFORMED_JSON".into(),
+            field: None,
+            message: Some(format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )),
+        }])),
+    }
+}
+
+/// A JSON object being taken apart field by field; problems accumulate in `errors`.
+pub struct Fields {
+    map: Map<String, Value>,
+    /// Every problem found so far.
+    pub errors: Vec<ErrorDetail>,
+}
+
+/// A field's presence in a body.
+pub enum Presence<T> {
+    /// The key is absent.
+    Absent,
+    /// The key is present with `null`.
+    Null,
+    /// The key is present with a value of the right type.
+    Value(T),
+    /// The key is present with a wrong type (already reported).
+    Invalid,
+}
+
+impl Fields {
+    /// Starts taking `map` apart.
+    pub fn new(map: Map<String, Value>) -> Self {
+        Self {
+            map,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Reports every key not in `known` as `UNKNOWN_FIELD`, or as `IMMUTABLE_FIELD` when it is
+    /// in `immutable`.
+    pub fn reject_unknown(&mut self, known: &[&str], immutable: &[&str]) {
+        let mut keys: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .collect();
+        keys.sort();
+        for key in keys {
+            self.errors.push(if immutable.contains(&key.as_str()) {
+                ErrorDetail::field(
+                    key.clone(),
+                    "IMMUTABLE_FIELD",
+                    "this field cannot be changed",
+                )
+            } else {
+                ErrorDetail::field(
+                    key.clone(),
+                    "UNKNOWN_FIELD",
+                    "this field is not part of the request",
+                )
+            });
+        }
+    }
+
+    /// Reports a problem with `field`.
+    pub fn error(&mut self, field: impl Into<String>, reason: &str, message: &str) {
+        self.errors.push(ErrorDetail::field(field, reason, message));
+    }
+
+    /// Takes a string field.
+    pub fn string(&mut self, name: &str) -> Presence<String> {
+        match self.map.remove(name) {
+            None => Presence::Absent,
+            Some(Value::Null) => Presence::Null,
+            Some(Value::String(s)) => Presence::Value(s),
+            Some(_) => {
+                self.error(name, "INVALID_TYPE", "must be a string");
+                Presence::Invalid
+            }
+        }
+    }
+
+    /// Takes an array-of-strings field.
+    pub fn strings(&mut self, name: &str) -> Presence<Vec<(usize, String)>> {
+        match self.map.remove(name) {
+            None => Presence::Absent,
+            Some(Value::Null) => Presence::Null,
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (index, item) in items.into_iter().enumerate() {
+                    if let Value::String(s) = item {
+                        out.push((index, s));
+                    } else {
+                        ok = false;
+                        self.error(
+                            format!("{name}[{index}]"),
+                            "INVALID_TYPE",
+                            "must be a string",
+                        );
+                    }
+                }
+                if ok {
+                    Presence::Value(out)
+                } else {
+                    Presence::Invalid
+                }
+            }
+            Some(_) => {
+                self.error(name, "INVALID_TYPE", "must be an array of strings");
+                Presence::Invalid
+            }
+        }
+    }
+
+    /// Takes a required string field: absent or null is `REQUIRED`.
+    pub fn required_string(&mut self, name: &str) -> Option<String> {
+        match self.string(name) {
+            Presence::Value(s) => Some(s),
+            Presence::Absent | Presence::Null => {
+                self.error(name, "REQUIRED", "this field is required");
+                None
+            }
+            Presence::Invalid => None,
+        }
+    }
+
+    /// Parses `raw` with `parse`, reporting a failure against `field`.
+    pub fn parse<T, E: Into<iam_domain::InvalidValue>>(
+        &mut self,
+        field: impl Into<String>,
+        raw: String,
+        parse: impl FnOnce(String) -> Result<T, E>,
+    ) -> Option<T> {
+        match parse(raw) {
+            Ok(value) => Some(value),
+            Err(invalid) => {
+                self.errors
+                    .push(ErrorDetail::invalid(field, invalid.into()));
+                None
+            }
+        }
+    }
+
+    /// Finishes: `Ok(())` when no problem was found, else a 400 listing them all.
+    ///
+    /// # Errors
+    /// A 400 [`ApiError`] with every collected detail.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(self.errors))
+        }
+    }
+}
+
+/// Parses a query string into unique name/value pairs, refusing names outside `known`.
+///
+/// # Errors
+/// 400 for an undecodable query, unknown or repeated parameters.
+pub fn query(raw: &str, known: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(raw)
+        .map_err(|_| ApiError::bad_request(vec![ErrorDetail::reason("MALFORMED_QUERY")]))?
+        .into_inner();
+    let mut errors = Vec::new();
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if !known.contains(&name.as_str()) {
+            errors.push(ErrorDetail::field(
+                name.clone(),
+                "UNKNOWN_PARAMETER",
+                "this query parameter is not supported",
+            ));
+        } else if pairs[..i].iter().any(|(n, _)| n == name) {
+            errors.push(ErrorDetail::field(
+                name.clone(),
+                "REPEATED_PARAMETER",
+                "give this parameter at most once",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(pairs)
+    } else {
+        Err(ApiError::bad_request(errors))
+    }
+}

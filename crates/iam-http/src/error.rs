@@ -1,0 +1,246 @@
+//! `ApiError`: the contract's error envelope and the mapping from domain errors to statuses.
+//!
+//! Every error body is `{"error": {"code", "message", "details": [{"reason", "field"?, …}]}}`.
+//! 5xx bodies are generic; their cause is logged here, once, and never echoed.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use iam_domain::ports::StoreError;
+use iam_domain::{AdminError, InvalidValue, Violation};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One entry of `error.details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable `SCREAMING_SNAKE_CASE` code.
+    pub reason: String,
+    /// JSON path of the offending field, when one field is at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Human-readable explanation of this detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ErrorDetail {
+    /// A detail about `field`.
+    pub fn field(
+        field: impl Into<String>,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            reason: reason.into(),
+            field: Some(field.into()),
+            message: Some(message.into()),
+        }
+    }
+
+    /// A detail about `field` from a value constructor's refusal.
+    pub fn invalid(field: impl Into<String>, invalid: InvalidValue) -> Self {
+        Self::field(field, invalid.reason, invalid.message)
+    }
+
+    /// A detail that concerns no single field.
+    pub fn reason(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            field: None,
+            message: None,
+        }
+    }
+}
+
+/// The error envelope's inner object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status code.
+    pub code: u16,
+    /// Human-readable summary.
+    pub message: String,
+    /// What exactly went wrong.
+    pub details: Vec<ErrorDetail>,
+}
+
+/// `{"error": …}` — the body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<ErrorDetail>,
+}
+
+impl ApiError {
+    /// An error with an explicit status, message and details.
+    pub fn new(status: StatusCode, message: impl Into<String>, details: Vec<ErrorDetail>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details,
+        }
+    }
+
+    /// 400 listing every bad field.
+    pub fn bad_request(details: Vec<ErrorDetail>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "the request is invalid", details)
+    }
+
+    /// 401 for a missing, malformed, expired or untrusted token. Deliberately says no more.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required",
+            vec![ErrorDetail::reason("INVALID_TOKEN")],
+        )
+    }
+
+    /// 403 for a caller that may not use the operation.
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "only tenant administrators may do this",
+            vec![ErrorDetail::reason("PERMISSION_DENIED")],
+        )
+    }
+
+    /// 404 for a service account; identical whatever the reason, to prevent enumeration.
+    pub fn service_account_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "service account not found",
+            vec![ErrorDetail::reason("NOT_FOUND")],
+        )
+    }
+
+    /// 503 when storage is unreachable; clients may retry.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is temporarily unavailable",
+            vec![ErrorDetail::reason("UNAVAILABLE")],
+        )
+    }
+
+    /// 500 with a generic body. Log the cause before calling this.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            vec![ErrorDetail::reason("INTERNAL")],
+        )
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn envelope(&self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            error: ErrorBody {
+                code: self.status.as_u16(),
+                message: self.message.clone(),
+                details: self.details.clone(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                ));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.json(self.envelope())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "storage unavailable");
+                Self::unavailable()
+            }
+            StoreError::Unexpected(cause) => {
+                tracing::error!(error = %cause, "storage failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<Violation> for ErrorDetail {
+    fn from(violation: Violation) -> Self {
+        Self {
+            reason: violation.reason.code().to_owned(),
+            field: violation.field,
+            message: Some(violation.message),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::Forbidden => Self::forbidden(),
+            AdminError::NotFound => Self::service_account_not_found(),
+            AdminError::Rejected(violations) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the request breaks the organization's rules",
+                violations.into_iter().map(ErrorDetail::from).collect(),
+            ),
+            AdminError::AlreadyExists => Self::new(
+                StatusCode::CONFLICT,
+                "a service account with this id already exists",
+                vec![ErrorDetail::field(
+                    "id",
+                    "ALREADY_EXISTS",
+                    "choose another id",
+                )],
+            ),
+            AdminError::PreconditionFailed => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "the service account changed since the given ETag",
+                vec![ErrorDetail::reason("PRECONDITION_FAILED")],
+            ),
+            AdminError::ConcurrentModification => Self::new(
+                StatusCode::CONFLICT,
+                "the service account was changed concurrently; retry",
+                vec![ErrorDetail::reason("CONCURRENT_MODIFICATION")],
+            ),
+            AdminError::Store(error) => error.into(),
+        }
+    }
+}

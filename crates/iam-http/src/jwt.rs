@@ -1,0 +1,478 @@
+//! Ed25519 keys and JSON Web Tokens: signing (`token mint`, later the token endpoint) and
+//! verification of every API caller's bearer token.
+//!
+//! Trusted signers are this service's own keys and, optionally, an external issuer's JWKS.
+//! Each trusted key is bound to the issuer it may sign for. `exp` and `nbf` are checked against
+//! the injected clock (not the ambient one) with at most 60 s of skew.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use iam_domain::{OrgId, Principal, PrincipalKind, RoleSlug, Scope};
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// Largest clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECONDS: i64 = 60;
+
+/// Why a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The OS random source failed.
+    #[error("the operating system's random source failed")]
+    Random,
+    /// The PEM or DER was not an Ed25519 PKCS#8 private key.
+    #[error("not an Ed25519 PKCS#8 private key")]
+    InvalidPrivateKey,
+    /// A JWKS document could not be used.
+    #[error("invalid JWKS: {0}")]
+    InvalidJwks(String),
+}
+
+/// An Ed25519 signing key of this service, identified by its RFC 7638 thumbprint.
+pub struct Ed25519Key {
+    signing: ed25519_dalek::SigningKey,
+    kid: String,
+}
+
+impl std::fmt::Debug for Ed25519Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ed25519Key")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ed25519Key {
+    /// A new random key from the OS CSPRNG.
+    ///
+    /// # Errors
+    /// [`KeyError::Random`] when the OS random source fails.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|_| KeyError::Random)?;
+        Ok(Self::from_signing_key(
+            ed25519_dalek::SigningKey::from_bytes(&seed),
+        ))
+    }
+
+    /// Loads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidPrivateKey`] when `pem` is not an Ed25519 PKCS#8 key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| KeyError::InvalidPrivateKey)?;
+        Ok(Self::from_signing_key(signing))
+    }
+
+    /// The key as PKCS#8 PEM, for storing a generated development key.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidPrivateKey`] if encoding fails.
+    pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
+        self.signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|_| KeyError::InvalidPrivateKey)
+    }
+
+    fn from_signing_key(signing: ed25519_dalek::SigningKey) -> Self {
+        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+        // RFC 7638: the thumbprint of the required members in lexicographic order.
+        let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+        Self { signing, kid }
+    }
+
+    /// The key id (`kid` header).
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key as a JWK (for `/.well-known/jwks.json`).
+    pub fn public_jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(self.signing.verifying_key().as_bytes()),
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        })
+    }
+
+    fn decoding_key(&self) -> DecodingKey {
+        DecodingKey::from_ed_der(self.signing.verifying_key().as_bytes())
+    }
+
+    fn encoding_key(&self) -> Result<EncodingKey, KeyError> {
+        let der = self
+            .signing
+            .to_pkcs8_der()
+            .map_err(|_| KeyError::InvalidPrivateKey)?;
+        Ok(EncodingKey::from_ed_der(der.as_bytes()))
+    }
+}
+
+/// The claims of an access token (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Subject: user id or service-account client id.
+    pub sub: String,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Unique token id.
+    pub jti: String,
+    /// The organization.
+    pub tenant_id: String,
+    /// `organization` or `project`.
+    pub scope: String,
+    /// The organization or project id.
+    pub scope_id: String,
+    /// Roles held within the scope.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// `user`, `api_key` or `service_account`.
+    pub principal_type: String,
+    /// The credential a service-account token was minted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+}
+
+/// Signs tokens with one of this service's keys.
+pub struct TokenSigner {
+    key: EncodingKey,
+    kid: String,
+}
+
+impl TokenSigner {
+    /// A signer using `key`.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidPrivateKey`] if the key cannot be encoded.
+    pub fn new(key: &Ed25519Key) -> Result<Self, KeyError> {
+        Ok(Self {
+            key: key.encoding_key()?,
+            kid: key.kid.clone(),
+        })
+    }
+
+    /// A signed compact JWT carrying `claims`, with `alg: EdDSA` and this key's `kid`.
+    ///
+    /// # Errors
+    /// When serialization or signing fails (a bug).
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key)
+    }
+}
+
+struct TrustedKey {
+    key: DecodingKey,
+    issuer: String,
+}
+
+/// Why a token was refused. Callers see one uniform 401; this is for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT, or unsupported algorithm (including `none`).
+    #[error("malformed token or unsupported algorithm")]
+    Malformed,
+    /// No trusted key has the token's `kid`.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// Bad signature, wrong issuer or audience, or missing required claims.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// `exp` is in the past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The claims do not describe a principal of this service.
+    #[error("unusable claims: {0}")]
+    BadClaims(&'static str),
+}
+
+/// Verifies bearer tokens against the trusted keys.
+pub struct TokenVerifier {
+    keys: HashMap<String, TrustedKey>,
+    audience: String,
+}
+
+impl TokenVerifier {
+    /// A verifier that trusts no key yet and accepts tokens for `audience`.
+    pub fn new(audience: impl Into<String>) -> Self {
+        Self {
+            keys: HashMap::new(),
+            audience: audience.into(),
+        }
+    }
+
+    /// Trusts one of this service's keys for tokens issued by `issuer`.
+    pub fn trust_own_key(&mut self, key: &Ed25519Key, issuer: &str) {
+        self.keys.insert(
+            key.kid.clone(),
+            TrustedKey {
+                key: key.decoding_key(),
+                issuer: issuer.to_owned(),
+            },
+        );
+    }
+
+    /// Trusts every Ed25519 key of a JWKS document for tokens issued by `issuer`.
+    /// Returns how many keys were added.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidJwks`] when the document does not parse or a key lacks a `kid` or is
+    /// not a 32-byte Ed25519 key.
+    pub fn trust_jwks(&mut self, jwks_json: &str, issuer: &str) -> Result<usize, KeyError> {
+        let set: JwkSet =
+            serde_json::from_str(jwks_json).map_err(|e| KeyError::InvalidJwks(e.to_string()))?;
+        let mut added = 0;
+        for jwk in &set.keys {
+            let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
+                continue;
+            };
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| KeyError::InvalidJwks("a key has no kid".into()))?;
+            let x = URL_SAFE_NO_PAD
+                .decode(&params.x)
+                .map_err(|_| KeyError::InvalidJwks(format!("key {kid}: x is not base64url")))?;
+            if x.len() != 32 {
+                return Err(KeyError::InvalidJwks(format!(
+                    "key {kid}: not an Ed25519 key"
+                )));
+            }
+            self.keys.insert(
+                kid,
+                TrustedKey {
+                    key: DecodingKey::from_ed_der(&x),
+                    issuer: issuer.to_owned(),
+                },
+            );
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// Verifies `token` at time `now` and builds the calling principal.
+    ///
+    /// # Errors
+    /// The [`TokenError`] saying why the token is refused.
+    pub fn verify(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<(AccessClaims, Principal), TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Malformed);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let trusted = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[&trusted.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // exp and nbf are checked below against the injected clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &trusted.key, &validation)
+            .map_err(|e| TokenError::Invalid(e.to_string()))?
+            .claims;
+
+        let now = now.unix_timestamp();
+        if now >= claims.exp.saturating_add(LEEWAY_SECONDS) {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECONDS))
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        let principal = principal_from(&claims)?;
+        Ok((claims, principal))
+    }
+}
+
+fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
+    Ok(Principal {
+        subject: claims.sub.clone(),
+        tenant: OrgId::parse(claims.tenant_id.as_str())
+            .map_err(|_| TokenError::BadClaims("tenant_id"))?,
+        scope: claims
+            .scope
+            .parse::<Scope>()
+            .map_err(|_| TokenError::BadClaims("scope"))?,
+        scope_id: claims.scope_id.clone(),
+        roles: claims
+            .roles
+            .iter()
+            .filter_map(|r| RoleSlug::parse(r.as_str()).ok())
+            .collect(),
+        kind: PrincipalKind::parse(&claims.principal_type)
+            .ok_or(TokenError::BadClaims("principal_type"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const ISSUER: &str = "https://iam.test";
+
+    fn claims(exp: i64) -> AccessClaims {
+        AccessClaims {
+            sub: "alice".into(),
+            iss: ISSUER.into(),
+            aud: "k0rdent".into(),
+            exp,
+            iat: exp - 900,
+            nbf: None,
+            jti: "j1".into(),
+            tenant_id: "org-acme".into(),
+            scope: "organization".into(),
+            scope_id: "org-acme".into(),
+            roles: vec!["admin".into(), "Not A Role".into()],
+            principal_type: "user".into(),
+            credential_id: None,
+        }
+    }
+
+    fn now() -> OffsetDateTime {
+        datetime!(2026-06-01 12:00 UTC)
+    }
+
+    fn setup() -> (Ed25519Key, TokenVerifier) {
+        let key = Ed25519Key::generate().unwrap();
+        let mut verifier = TokenVerifier::new("k0rdent");
+        verifier.trust_own_key(&key, ISSUER);
+        (key, verifier)
+    }
+
+    #[test]
+    fn signed_token_round_trips_into_a_principal_dropping_invalid_roles() {
+        let (key, verifier) = setup();
+        let token = TokenSigner::new(&key)
+            .unwrap()
+            .sign(&claims(now().unix_timestamp() + 60))
+            .unwrap();
+        let (_, principal) = verifier.verify(&token, now()).unwrap();
+        assert_eq!(principal.tenant.as_str(), "org-acme");
+        assert_eq!(principal.roles.len(), 1);
+    }
+
+    #[test]
+    fn expiry_is_checked_against_the_given_clock_with_sixty_seconds_of_leeway() {
+        let (key, verifier) = setup();
+        let signer = TokenSigner::new(&key).unwrap();
+        let exp = now().unix_timestamp();
+        let token = signer.sign(&claims(exp)).unwrap();
+        assert!(
+            verifier
+                .verify(&token, now() + time::Duration::seconds(59))
+                .is_ok()
+        );
+        assert_eq!(
+            verifier
+                .verify(&token, now() + time::Duration::seconds(60))
+                .unwrap_err(),
+            TokenError::Expired
+        );
+        let mut early = claims(exp + 3600);
+        early.nbf = Some(exp + 120);
+        let token = signer.sign(&early).unwrap();
+        assert_eq!(
+            verifier.verify(&token, now()).unwrap_err(),
+            TokenError::NotYetValid
+        );
+    }
+
+    #[test]
+    fn tokens_of_unknown_keys_wrong_issuer_or_audience_or_alg_none_are_refused() {
+        let (_, verifier) = setup();
+        let stranger = Ed25519Key::generate().unwrap();
+        let exp = now().unix_timestamp() + 600;
+        let token = TokenSigner::new(&stranger)
+            .unwrap()
+            .sign(&claims(exp))
+            .unwrap();
+        assert_eq!(
+            verifier.verify(&token, now()).unwrap_err(),
+            TokenError::UnknownKey
+        );
+
+        let (key, verifier) = setup();
+        let signer = TokenSigner::new(&key).unwrap();
+        let mut wrong_iss = claims(exp);
+        wrong_iss.iss = "https://evil".into();
+        assert!(matches!(
+            verifier.verify(&signer.sign(&wrong_iss).unwrap(), now()),
+            Err(TokenError::Invalid(_))
+        ));
+        let mut wrong_aud = claims(exp);
+        wrong_aud.aud = "other".into();
+        assert!(matches!(
+            verifier.verify(&signer.sign(&wrong_aud).unwrap(), now()),
+            Err(TokenError::Invalid(_))
+        ));
+
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(exp)).unwrap());
+        let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{}"}}"#, key.kid()));
+        assert_eq!(
+            verifier
+                .verify(&format!("{header}.{payload}."), now())
+                .unwrap_err(),
+            TokenError::Malformed
+        );
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_the_key_id() {
+        let key = Ed25519Key::generate().unwrap();
+        let again = Ed25519Key::from_pkcs8_pem(&key.to_pkcs8_pem().unwrap()).unwrap();
+        assert_eq!(key.kid(), again.kid());
+        assert!(Ed25519Key::from_pkcs8_pem("not a key").is_err());
+    }
+
+    #[test]
+    fn jwks_keys_are_trusted_for_their_issuer_and_short_keys_rejected() {
+        let external = Ed25519Key::generate().unwrap();
+        let jwks = serde_json::json!({ "keys": [external.public_jwk()] }).to_string();
+        let mut verifier = TokenVerifier::new("k0rdent");
+        assert_eq!(verifier.trust_jwks(&jwks, "https://idp.test").unwrap(), 1);
+        let mut c = claims(now().unix_timestamp() + 60);
+        c.iss = "https://idp.test".into();
+        let token = TokenSigner::new(&external).unwrap().sign(&c).unwrap();
+        assert!(verifier.verify(&token, now()).is_ok());
+
+        let short = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"k"}]}"#;
+        assert!(verifier.trust_jwks(short, "x").is_err());
+    }
+}
