@@ -1,0 +1,207 @@
+//! `cargo xtask`: contributor tasks for the IAM workspace (a local dev server, the CI
+//! checks, a throwaway Postgres, the Diesel schema file).
+//!
+//! Run `cargo xtask --help` for the commands. Only `anyhow` and std are used, so the tasks
+//! build in seconds.
+
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "xtask is a CLI that talks to a developer"
+)]
+
+mod ci;
+mod dev;
+mod postgres;
+mod process;
+mod schema;
+mod workspace;
+
+use std::env;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::postgres::Cluster;
+use crate::workspace::{Workspace, database_url_from_env};
+
+const USAGE: &str = "\
+cargo xtask: contributor tasks for the IAM workspace
+
+Usage: cargo xtask <COMMAND>
+
+Commands:
+  dev        Run iam-server locally with a throwaway database, the example
+             directory and an admin token
+  ci         Run the CI checks: fmt, dependency rule, clippy, schema drift, tests
+  schema     Regenerate crates/iam-postgres/src/schema.rs from the migrations
+  db start   Start (or reuse) the throwaway PostgreSQL and print its DATABASE_URL
+  db url     Print the DATABASE_URL of the running throwaway PostgreSQL
+  db stop    Stop the throwaway PostgreSQL and delete its data
+  help       Print this help; `cargo xtask <COMMAND> --help` explains a command
+
+Environment:
+  DATABASE_URL   Use this PostgreSQL instead of a throwaway cluster
+  PG_BIN_DIR     Directory of initdb/pg_ctl/psql (default: newest
+                 /usr/lib/postgresql/<version>/bin, else PATH)
+";
+
+const DEV_HELP: &str = "\
+Usage: cargo xtask dev
+
+Runs iam-server locally, ready for curl:
+  1. starts (or reuses) the throwaway PostgreSQL, unless DATABASE_URL is set;
+  2. builds iam-server and runs, with IAM_MODE=development and
+     IAM_DEV_STATE_DIR=.iam-dev:
+       iam-server migrate
+       iam-server directory apply docs/examples/directory.toml
+       iam-server token mint --tenant org-acme --sub alice@acme.example ...
+  3. saves the admin token to .iam-dev/admin-token and prints how to use it
+     (export TOKEN=$(cat .iam-dev/admin-token));
+  4. runs `iam-server serve` in the foreground on IAM_LISTEN_ADDR (default
+     127.0.0.1:8080) until Ctrl-C, then stops the throwaway PostgreSQL if it
+     started it.
+";
+
+const CI_HELP: &str = "\
+Usage: cargo xtask ci
+
+Runs the CI checks, stopping at the first failure:
+  fmt              cargo fmt --all -- --check
+  dependency rule  iam-domain must not depend on diesel*, actix*, tokio*,
+                   deadpool*, reqwest* or hyper* crates (cargo tree)
+  clippy           cargo clippy --workspace --all-targets --locked -- -D warnings
+  postgres         start (or reuse) the throwaway PostgreSQL, unless DATABASE_URL is set
+  schema drift     migrate a fresh database and compare `diesel print-schema` with
+                   crates/iam-postgres/src/schema.rs (fix: cargo xtask schema)
+  test             cargo test --workspace --locked, with DATABASE_URL set
+
+A throwaway PostgreSQL started by ci is stopped again at the end, pass or fail.
+diesel_cli is installed into target/tools on first use.
+";
+
+const SCHEMA_HELP: &str = "\
+Usage: cargo xtask schema
+
+Regenerates crates/iam-postgres/src/schema.rs: migrates a fresh database
+(iam_schema_check) with `iam-server migrate` and writes what
+`diesel print-schema` prints for it. Uses DATABASE_URL's server if set, else the
+throwaway PostgreSQL (started, and stopped again, if it isn't running).
+diesel_cli is installed into target/tools on first use.
+";
+
+const DB_HELP: &str = "\
+Usage: cargo xtask db <start|url|stop>
+
+Manages a throwaway PostgreSQL cluster for this workspace, listening on
+127.0.0.1 (a free port) and kept in /tmp/iam-xtask-pg-<hash>/. It trusts all
+local connections and runs with fsync=off: for development and tests only.
+
+  start  Start the cluster (or reuse it if it is running), create the `iam`
+         database and print its DATABASE_URL, e.g.
+           export DATABASE_URL=$(cargo xtask db start)
+  url    Print the DATABASE_URL of the running cluster (fails if it is not running)
+  stop   Stop the cluster and delete its data
+
+If DATABASE_URL is set, `start` and `url` print it and `stop` does nothing.
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = env::args_os()
+        .skip(1)
+        .map(|arg| {
+            arg.into_string()
+                .map_err(|arg| anyhow!("argument `{}` is not valid UTF-8", arg.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    if let Some(help_at) = args.iter().position(|arg| matches!(*arg, "-h" | "--help")) {
+        return help(&args[..help_at]);
+    }
+    match args.as_slice() {
+        [] => help(&[]),
+        ["help", topic @ ..] => help(topic),
+        ["dev"] => dev::run_dev(&Workspace::locate()?),
+        ["ci"] => ci::run_all(&Workspace::locate()?),
+        ["schema"] => schema::regenerate(&Workspace::locate()?),
+        ["db", "start"] => db_start(&Workspace::locate()?),
+        ["db", "url"] => db_url(&Workspace::locate()?),
+        ["db", "stop"] => db_stop(&Workspace::locate()?),
+        ["db", ..] => bail!("usage: cargo xtask db <start|url|stop>"),
+        _ => bail!(
+            "unknown command `{}`; run `cargo xtask --help`",
+            args.join(" ")
+        ),
+    }
+}
+
+/// Prints the help for `topic` (the words before `--help`).
+fn help(topic: &[&str]) -> Result<()> {
+    let text = match topic.first() {
+        None => USAGE,
+        Some(&"dev") => DEV_HELP,
+        Some(&"ci") => CI_HELP,
+        Some(&"schema") => SCHEMA_HELP,
+        Some(&"db") => DB_HELP,
+        Some(other) => bail!("unknown command `{other}`; run `cargo xtask --help`"),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `cargo xtask db start`: the URL goes to stdout, everything else to stderr.
+fn db_start(workspace: &Workspace) -> Result<()> {
+    if let Some(url) = database_url_from_env() {
+        eprintln!("DATABASE_URL is set; not starting a throwaway PostgreSQL");
+        println!("{url}");
+        return Ok(());
+    }
+    let (url, _) = Cluster::for_workspace(workspace)?.start()?;
+    println!("{url}");
+    Ok(())
+}
+
+/// `cargo xtask db url`.
+fn db_url(workspace: &Workspace) -> Result<()> {
+    if let Some(url) = database_url_from_env() {
+        println!("{url}");
+        return Ok(());
+    }
+    match Cluster::for_workspace(workspace)?.running_url()? {
+        Some(url) => {
+            println!("{url}");
+            Ok(())
+        }
+        None => {
+            bail!("the throwaway PostgreSQL is not running; start it with `cargo xtask db start`")
+        }
+    }
+}
+
+/// `cargo xtask db stop`.
+fn db_stop(workspace: &Workspace) -> Result<()> {
+    if database_url_from_env().is_some() {
+        eprintln!("DATABASE_URL is set; there is no throwaway PostgreSQL to stop");
+        return Ok(());
+    }
+    if Cluster::for_workspace(workspace)?.stop()? {
+        eprintln!("stopped the throwaway PostgreSQL and deleted its data");
+    } else {
+        eprintln!("the throwaway PostgreSQL is not running");
+    }
+    Ok(())
+}
