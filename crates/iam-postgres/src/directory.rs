@@ -1,0 +1,415 @@
+//! [`Directory`] on `organizations`, `projects` and `roles`, and the operator's declarative
+//! [`PgStore::apply_directory`] that writes them (`iam-server directory apply FILE`).
+
+use std::collections::{BTreeSet, HashSet};
+
+use diesel::dsl::now;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_dsl::methods;
+use diesel::upsert::excluded;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use iam_domain::organization::{OrgPolicy, OrgSlug, Organization};
+use iam_domain::ports::{Directory, StoreError};
+use iam_domain::resource_id::{OrgId, ProjectId};
+use iam_domain::role::RoleSlug;
+use iam_domain::scope::Scope;
+use time::Duration;
+
+use crate::error::{DbError, corrupt};
+use crate::schema::{organizations, projects, roles};
+use crate::store::PgStore;
+
+/// One organization of a directory file: the organization with its policy, and the complete
+/// lists of its projects and roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizationSpec {
+    /// The organization, its slug and policy.
+    pub organization: Organization,
+    /// Its projects.
+    pub projects: Vec<ProjectSpec>,
+    /// Its role catalog.
+    pub roles: Vec<RoleSpec>,
+}
+
+/// A project of an [`OrganizationSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectSpec {
+    /// Unique within the organization.
+    pub id: ProjectId,
+    /// Optional human-readable name.
+    pub display_name: Option<String>,
+}
+
+/// A role of an [`OrganizationSpec`]'s catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSpec {
+    /// Unique within the organization.
+    pub slug: RoleSlug,
+    /// Optional explanation for operators.
+    pub description: Option<String>,
+}
+
+/// What [`PgStore::apply_directory`] changed. Rows that already matched the file are not
+/// counted, so applying the same file twice reports zeros the second time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    /// Organizations created or changed.
+    pub organizations_upserted: u64,
+    /// Projects created or changed.
+    pub projects_upserted: u64,
+    /// Roles created or changed.
+    pub roles_upserted: u64,
+    /// Projects deleted because the file no longer lists them (`prune` only).
+    pub projects_pruned: u64,
+    /// Roles deleted because the file no longer lists them (`prune` only).
+    pub roles_pruned: u64,
+}
+
+/// An `organizations` row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = organizations, check_for_backend(Pg))]
+struct OrganizationRow {
+    id: String,
+    slug: String,
+    allowed_scopes: Vec<Option<String>>,
+    credential_default_lifetime_seconds: i64,
+    credential_max_lifetime_seconds: i64,
+    max_active_credentials: i32,
+}
+
+impl OrganizationRow {
+    fn from_domain(org: &Organization) -> Result<Self, StoreError> {
+        let policy = &org.policy;
+        Ok(Self {
+            id: org.id.as_str().to_owned(),
+            slug: org.slug.as_str().to_owned(),
+            allowed_scopes: policy
+                .allowed_scopes()
+                .iter()
+                .map(|s| Some(s.as_str().to_owned()))
+                .collect(),
+            credential_default_lifetime_seconds: policy
+                .credential_default_lifetime()
+                .whole_seconds(),
+            credential_max_lifetime_seconds: policy.credential_max_lifetime().whole_seconds(),
+            max_active_credentials: i32::try_from(policy.max_active_credentials()).map_err(
+                |_| {
+                    corrupt(format_args!(
+                        "organization {}: credential cap too large",
+                        org.id
+                    ))
+                },
+            )?,
+        })
+    }
+
+    fn into_domain(self) -> Result<Organization, StoreError> {
+        let id = self.id;
+        let bad = |field: &str, e: &dyn std::fmt::Display| {
+            corrupt(format_args!("organization {id}: {field}: {e}"))
+        };
+        let scopes = self
+            .allowed_scopes
+            .iter()
+            .map(|scope| {
+                scope
+                    .as_deref()
+                    .ok_or_else(|| bad("allowed_scopes", &"NULL element"))?
+                    .parse::<Scope>()
+                    .map_err(|e| bad("allowed_scopes", &e))
+            })
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let cap = u32::try_from(self.max_active_credentials)
+            .map_err(|e| bad("max_active_credentials", &e))?;
+        let policy = OrgPolicy::new(
+            scopes,
+            Duration::seconds(self.credential_default_lifetime_seconds),
+            Duration::seconds(self.credential_max_lifetime_seconds),
+            cap,
+        )
+        .map_err(|e| bad("policy", &e))?;
+        Ok(Organization {
+            slug: OrgSlug::parse(self.slug).map_err(|e| bad("slug", &e))?,
+            id: OrgId::parse(id.clone()).map_err(|e| bad("id", &e))?,
+            policy,
+        })
+    }
+}
+
+/// A `projects` row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = projects, check_for_backend(Pg))]
+struct ProjectRow {
+    org_id: String,
+    id: String,
+    display_name: Option<String>,
+}
+
+/// A `roles` row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = roles, check_for_backend(Pg))]
+struct RoleRow {
+    org_id: String,
+    slug: String,
+    description: Option<String>,
+}
+
+/// Refuses a spec that lists the same project or role twice (the file is ambiguous).
+fn check_unique(spec: &OrganizationSpec) -> Result<(), StoreError> {
+    let org = &spec.organization.id;
+    let mut seen = HashSet::new();
+    if let Some(dup) = spec.projects.iter().find(|p| !seen.insert(&p.id)) {
+        return Err(StoreError::Unexpected(
+            format!("organization {org} lists project {} twice", dup.id).into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = spec.roles.iter().find(|r| !seen.insert(&r.slug)) {
+        return Err(StoreError::Unexpected(
+            format!("organization {org} lists role {} twice", dup.slug).into(),
+        ));
+    }
+    Ok(())
+}
+
+fn count(rows: usize) -> u64 {
+    u64::try_from(rows).unwrap_or(u64::MAX)
+}
+
+/// The rows one [`OrganizationSpec`] asks for.
+struct SpecRows {
+    organization: OrganizationRow,
+    projects: Vec<ProjectRow>,
+    roles: Vec<RoleRow>,
+}
+
+impl SpecRows {
+    fn from_spec(spec: &OrganizationSpec) -> Result<Self, StoreError> {
+        check_unique(spec)?;
+        let organization = OrganizationRow::from_domain(&spec.organization)?;
+        let org_id = &organization.id;
+        let projects = spec
+            .projects
+            .iter()
+            .map(|p| ProjectRow {
+                org_id: org_id.clone(),
+                id: p.id.as_str().to_owned(),
+                display_name: p.display_name.clone(),
+            })
+            .collect();
+        let roles = spec
+            .roles
+            .iter()
+            .map(|r| RoleRow {
+                org_id: org_id.clone(),
+                slug: r.slug.as_str().to_owned(),
+                description: r.description.clone(),
+            })
+            .collect();
+        Ok(Self {
+            organization,
+            projects,
+            roles,
+        })
+    }
+}
+
+/// Inserts or updates `org`; returns 1 when a row was written, 0 when it already matched.
+async fn upsert_organization(
+    conn: &mut AsyncPgConnection,
+    org: &OrganizationRow,
+) -> QueryResult<usize> {
+    let upsert = diesel::insert_into(organizations::table)
+        .values(org)
+        .on_conflict(organizations::id)
+        .do_update()
+        .set((
+            organizations::slug.eq(excluded(organizations::slug)),
+            organizations::allowed_scopes.eq(excluded(organizations::allowed_scopes)),
+            organizations::credential_default_lifetime_seconds
+                .eq(excluded(organizations::credential_default_lifetime_seconds)),
+            organizations::credential_max_lifetime_seconds
+                .eq(excluded(organizations::credential_max_lifetime_seconds)),
+            organizations::max_active_credentials
+                .eq(excluded(organizations::max_active_credentials)),
+            organizations::updated_at.eq(now),
+        ));
+    // Leave unchanged rows alone (no write, `updated_at` kept): applying is idempotent.
+    // (`FilterDsl::filter` on an upsert is its `DO UPDATE … WHERE`.)
+    methods::FilterDsl::filter(
+        upsert,
+        organizations::slug
+            .is_distinct_from(excluded(organizations::slug))
+            .or(organizations::allowed_scopes
+                .is_distinct_from(excluded(organizations::allowed_scopes)))
+            .or(organizations::credential_default_lifetime_seconds
+                .is_distinct_from(excluded(organizations::credential_default_lifetime_seconds)))
+            .or(organizations::credential_max_lifetime_seconds
+                .is_distinct_from(excluded(organizations::credential_max_lifetime_seconds)))
+            .or(organizations::max_active_credentials
+                .is_distinct_from(excluded(organizations::max_active_credentials))),
+    )
+    .execute(conn)
+    .await
+}
+
+/// Inserts or updates `rows`; returns how many rows were written.
+async fn upsert_projects(conn: &mut AsyncPgConnection, rows: &[ProjectRow]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let upsert = diesel::insert_into(projects::table)
+        .values(rows)
+        .on_conflict((projects::org_id, projects::id))
+        .do_update()
+        .set(projects::display_name.eq(excluded(projects::display_name)));
+    methods::FilterDsl::filter(
+        upsert,
+        projects::display_name.is_distinct_from(excluded(projects::display_name)),
+    )
+    .execute(conn)
+    .await
+}
+
+/// Inserts or updates `rows`; returns how many rows were written.
+async fn upsert_roles(conn: &mut AsyncPgConnection, rows: &[RoleRow]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let upsert = diesel::insert_into(roles::table)
+        .values(rows)
+        .on_conflict((roles::org_id, roles::slug))
+        .do_update()
+        .set(roles::description.eq(excluded(roles::description)));
+    methods::FilterDsl::filter(
+        upsert,
+        roles::description.is_distinct_from(excluded(roles::description)),
+    )
+    .execute(conn)
+    .await
+}
+
+/// Deletes the projects and roles of the spec's organization that the spec omits; returns
+/// how many projects and roles it deleted.
+async fn prune(conn: &mut AsyncPgConnection, rows: &SpecRows) -> QueryResult<(usize, usize)> {
+    let org_id = &rows.organization.id;
+    let keep: Vec<&str> = rows.projects.iter().map(|p| p.id.as_str()).collect();
+    let projects_pruned = diesel::delete(
+        projects::table
+            .filter(projects::org_id.eq(org_id))
+            .filter(projects::id.ne_all(keep)),
+    )
+    .execute(conn)
+    .await?;
+    let keep: Vec<&str> = rows.roles.iter().map(|r| r.slug.as_str()).collect();
+    let roles_pruned = diesel::delete(
+        roles::table
+            .filter(roles::org_id.eq(org_id))
+            .filter(roles::slug.ne_all(keep)),
+    )
+    .execute(conn)
+    .await?;
+    Ok((projects_pruned, roles_pruned))
+}
+
+impl PgStore {
+    /// Makes the directory match `specs`, in one transaction: upserts every listed
+    /// organization (with its policy), project and role. With `prune`, also deletes the
+    /// projects and roles of the listed organizations that `specs` omits. Organizations are
+    /// never deleted, and organizations that `specs` does not list are not touched.
+    ///
+    /// Idempotent: applying the same specs again changes nothing (not even `updated_at`).
+    /// `created_at`/`updated_at` of organizations come from the database clock.
+    ///
+    /// # Errors
+    /// [`StoreError::Unexpected`] when a spec lists a project or role twice, or the database
+    /// refuses a row (for example a slug already used by another organization); nothing is
+    /// changed then. [`StoreError::Unavailable`] when the database is unreachable.
+    pub async fn apply_directory(
+        &self,
+        specs: &[OrganizationSpec],
+        prune: bool,
+    ) -> Result<ApplySummary, StoreError> {
+        let specs = specs
+            .iter()
+            .map(SpecRows::from_spec)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.conn().await?;
+        let summary = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let mut summary = ApplySummary::default();
+                for rows in &specs {
+                    summary.organizations_upserted +=
+                        count(upsert_organization(conn, &rows.organization).await?);
+                    summary.projects_upserted +=
+                        count(upsert_projects(conn, &rows.projects).await?);
+                    summary.roles_upserted += count(upsert_roles(conn, &rows.roles).await?);
+                    if prune {
+                        let (projects, roles) = self::prune(conn, rows).await?;
+                        summary.projects_pruned += count(projects);
+                        summary.roles_pruned += count(roles);
+                    }
+                }
+                Ok(summary)
+            })
+            .await
+            .map_err(DbError::from)?;
+        Ok(summary)
+    }
+}
+
+impl Directory for PgStore {
+    async fn organization(&self, tenant: &OrgId) -> Result<Option<Organization>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = organizations::table
+            .find(tenant.as_str())
+            .select(OrganizationRow::as_select())
+            .first::<OrganizationRow>(&mut conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?;
+        row.map(OrganizationRow::into_domain).transpose()
+    }
+
+    async fn project_exists(
+        &self,
+        tenant: &OrgId,
+        project: &ProjectId,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let exists = diesel::select(diesel::dsl::exists(
+            projects::table.find((tenant.as_str(), project.as_str())),
+        ))
+        .get_result::<bool>(&mut conn)
+        .await
+        .map_err(DbError::from)?;
+        Ok(exists)
+    }
+
+    async fn missing_roles(
+        &self,
+        tenant: &OrgId,
+        wanted: &[RoleSlug],
+    ) -> Result<Vec<RoleSlug>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let slugs: Vec<&str> = wanted.iter().map(RoleSlug::as_str).collect();
+        let mut conn = self.conn().await?;
+        let found: HashSet<String> = roles::table
+            .filter(roles::org_id.eq(tenant.as_str()))
+            .filter(roles::slug.eq_any(&slugs))
+            .select(roles::slug)
+            .load::<String>(&mut conn)
+            .await
+            .map_err(DbError::from)?
+            .into_iter()
+            .collect();
+        Ok(wanted
+            .iter()
+            .filter(|role| !found.contains(role.as_str()))
+            .cloned()
+            .collect())
+    }
+}

@@ -1,0 +1,94 @@
+//! The row-value comparison `(a, b) > (c, d)` that keyset pagination needs.
+//!
+//! diesel has no tuple comparison. Written as a row comparison, Postgres uses it as an index
+//! condition on `(org_id, created_at, uid)`, so a page deep in the list starts with an index
+//! seek instead of scanning what precedes it. (`a > c OR (a = c AND b > d)` is equivalent but
+//! is not used as an index bound.)
+//!
+//! Unlike `diesel::dsl::sql`, this expression keeps the query cacheable as a prepared
+//! statement, so a list page is one round trip instead of prepare + execute.
+
+use diesel::QueryResult;
+use diesel::backend::Backend;
+use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::Bool;
+
+/// `(first, second) > (after_first, after_second)`.
+#[derive(Debug, Clone, Copy, QueryId)]
+pub(crate) struct RowGreaterThan<A, B, C, D> {
+    first: A,
+    second: B,
+    after_first: C,
+    after_second: D,
+}
+
+/// `(first, second) > (after_first, after_second)` in SQL's row-comparison semantics.
+pub(crate) fn row_greater_than<A, B, C, D>(
+    (first, second): (A, B),
+    (after_first, after_second): (C, D),
+) -> RowGreaterThan<A, B, C, D>
+where
+    A: Expression,
+    B: Expression,
+    C: Expression<SqlType = A::SqlType>,
+    D: Expression<SqlType = B::SqlType>,
+{
+    RowGreaterThan {
+        first,
+        second,
+        after_first,
+        after_second,
+    }
+}
+
+impl<A, B, C, D> Expression for RowGreaterThan<A, B, C, D> {
+    type SqlType = Bool;
+}
+
+impl<A, B, C, D, DB> QueryFragment<DB> for RowGreaterThan<A, B, C, D>
+where
+    DB: Backend,
+    A: QueryFragment<DB>,
+    B: QueryFragment<DB>,
+    C: QueryFragment<DB>,
+    D: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("(");
+        self.first.walk_ast(out.reborrow())?;
+        out.push_sql(", ");
+        self.second.walk_ast(out.reborrow())?;
+        out.push_sql(") > (");
+        self.after_first.walk_ast(out.reborrow())?;
+        out.push_sql(", ");
+        self.after_second.walk_ast(out.reborrow())?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<A, B, C, D, QS> AppearsOnTable<QS> for RowGreaterThan<A, B, C, D>
+where
+    A: AppearsOnTable<QS>,
+    B: AppearsOnTable<QS>,
+    C: AppearsOnTable<QS>,
+    D: AppearsOnTable<QS>,
+{
+}
+
+impl<A, B, C, D, QS> SelectableExpression<QS> for RowGreaterThan<A, B, C, D>
+where
+    A: SelectableExpression<QS>,
+    B: SelectableExpression<QS>,
+    C: SelectableExpression<QS>,
+    D: SelectableExpression<QS>,
+{
+}
+
+impl<A, B, C, D, GB> ValidGrouping<GB> for RowGreaterThan<A, B, C, D>
+where
+    (A, B, C, D): ValidGrouping<GB>,
+{
+    type IsAggregate = <(A, B, C, D) as ValidGrouping<GB>>::IsAggregate;
+}

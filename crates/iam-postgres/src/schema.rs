@@ -1,0 +1,90 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    audit_events (id) {
+        id -> Int8,
+        org_id -> Text,
+        actor -> Text,
+        action -> Text,
+        resource -> Text,
+        changed_fields -> Array<Nullable<Text>>,
+        request_id -> Text,
+        source_ip -> Nullable<Text>,
+        occurred_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (org_id, subject, key) {
+        org_id -> Text,
+        subject -> Text,
+        key -> Text,
+        fingerprint -> Bytea,
+        status_code -> Nullable<Int4>,
+        response_headers -> Nullable<Jsonb>,
+        response_body -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    organizations (id) {
+        id -> Text,
+        slug -> Text,
+        allowed_scopes -> Array<Nullable<Text>>,
+        credential_default_lifetime_seconds -> Int8,
+        credential_max_lifetime_seconds -> Int8,
+        max_active_credentials -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    projects (org_id, id) {
+        org_id -> Text,
+        id -> Text,
+        display_name -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    roles (org_id, slug) {
+        org_id -> Text,
+        slug -> Text,
+        description -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    service_accounts (uid) {
+        uid -> Uuid,
+        org_id -> Text,
+        id -> Text,
+        display_name -> Text,
+        description -> Nullable<Text>,
+        client_id -> Text,
+        scope -> Text,
+        scope_id -> Text,
+        roles -> Array<Nullable<Text>>,
+        status -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        revision -> Int8,
+    }
+}
+
+diesel::joinable!(projects -> organizations (org_id));
+diesel::joinable!(roles -> organizations (org_id));
+diesel::joinable!(service_accounts -> organizations (org_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    audit_events,
+    idempotency_keys,
+    organizations,
+    projects,
+    roles,
+    service_accounts,
+);

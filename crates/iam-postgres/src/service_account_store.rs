@@ -1,0 +1,415 @@
+//! [`ServiceAccountStore`] on the `service_accounts` table.
+//!
+//! Reads (get, list) are one statement each, outside any transaction. Every mutation writes
+//! its audit event in the same transaction as the change. Listing uses keyset pagination on
+//! the index `service_accounts_page_idx (org_id, created_at, uid)`.
+
+use diesel::dsl::count_star;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use iam_domain::audit::AuditEvent;
+use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
+use iam_domain::ports::{InsertError, ServiceAccountStore, StoreError, UpdateOutcome};
+use iam_domain::resource_id::{OrgId, ServiceAccountId};
+use iam_domain::role::RoleSlug;
+use iam_domain::service_account::{
+    ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::error::{DbError, corrupt};
+use crate::keyset::row_greater_than;
+use crate::schema::service_accounts;
+use crate::store::PgStore;
+
+/// Why the insert transaction was rolled back.
+enum InsertFailure {
+    /// The id exists in the tenant.
+    Duplicate,
+    /// The database failed.
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for InsertFailure {
+    fn from(e: diesel::result::Error) -> Self {
+        InsertFailure::Db(e)
+    }
+}
+
+/// A `service_accounts` row.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = service_accounts, check_for_backend(Pg))]
+struct ServiceAccountRow {
+    uid: Uuid,
+    org_id: String,
+    id: String,
+    display_name: String,
+    description: Option<String>,
+    client_id: String,
+    scope: String,
+    scope_id: String,
+    roles: Vec<Option<String>>,
+    status: String,
+    created_by: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    revision: i64,
+}
+
+impl ServiceAccountRow {
+    fn from_domain(account: &ServiceAccount) -> Result<Self, StoreError> {
+        Ok(Self {
+            uid: account.uid,
+            org_id: account.tenant.as_str().to_owned(),
+            id: account.id.as_str().to_owned(),
+            display_name: account.display_name.as_str().to_owned(),
+            description: account.description.as_ref().map(|d| d.as_str().to_owned()),
+            client_id: account.client_id.as_str().to_owned(),
+            scope: account.scope.as_str().to_owned(),
+            scope_id: account.scope_id.clone(),
+            roles: roles_to_row(&account.roles),
+            status: account.status.as_str().to_owned(),
+            created_by: account.created_by.clone(),
+            created_at: account.created_at,
+            updated_at: account.updated_at,
+            revision: revision_to_row(account.revision)?,
+        })
+    }
+
+    fn into_domain(self) -> Result<ServiceAccount, StoreError> {
+        let uid = self.uid;
+        let bad = |field: &str, e: &dyn std::fmt::Display| {
+            corrupt(format_args!("service account {uid}: {field}: {e}"))
+        };
+        let roles = self
+            .roles
+            .into_iter()
+            .map(|role| {
+                let role = role.ok_or_else(|| bad("roles", &"NULL element"))?;
+                RoleSlug::parse(role).map_err(|e| bad("roles", &e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ServiceAccount {
+            uid,
+            tenant: OrgId::parse(self.org_id).map_err(|e| bad("org_id", &e))?,
+            id: ServiceAccountId::parse(self.id).map_err(|e| bad("id", &e))?,
+            display_name: DisplayName::parse(self.display_name)
+                .map_err(|e| bad("display_name", &e))?,
+            description: self
+                .description
+                .map(Description::parse)
+                .transpose()
+                .map_err(|e| bad("description", &e))?,
+            client_id: ClientId::from_stored(self.client_id),
+            scope: self.scope.parse().map_err(|e| bad("scope", &e))?,
+            scope_id: self.scope_id,
+            roles,
+            status: self.status.parse().map_err(|e| bad("status", &e))?,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            revision: Revision(u64::try_from(self.revision).map_err(|e| bad("revision", &e))?),
+            // Credentials arrive in a later change; until then no account has any.
+            active_credential_count: 0,
+        })
+    }
+}
+
+fn roles_to_row(roles: &[RoleSlug]) -> Vec<Option<String>> {
+    roles.iter().map(|r| Some(r.as_str().to_owned())).collect()
+}
+
+fn revision_to_row(revision: Revision) -> Result<i64, StoreError> {
+    i64::try_from(revision.0).map_err(|_| {
+        StoreError::Unexpected(format!("revision {} does not fit a bigint", revision.0).into())
+    })
+}
+
+/// The accounts of `tenant` matching `filter`, as a boxed query other clauses can be added to.
+fn filtered<'a>(
+    tenant: &OrgId,
+    filter: &ServiceAccountFilter,
+) -> service_accounts::BoxedQuery<'a, Pg> {
+    let mut query = service_accounts::table
+        .filter(service_accounts::org_id.eq(tenant.as_str().to_owned()))
+        .into_boxed();
+    if let Some(scope) = filter.scope {
+        query = query.filter(service_accounts::scope.eq(scope.as_str()));
+    }
+    if let Some(scope_id) = &filter.scope_id {
+        query = query.filter(service_accounts::scope_id.eq(scope_id.clone()));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(service_accounts::status.eq(status.as_str()));
+    }
+    query
+}
+
+/// One keyset page: the first `limit` accounts strictly after `after`, in `(created_at, uid)`
+/// order.
+fn cursor_page<'a>(
+    tenant: &OrgId,
+    filter: &ServiceAccountFilter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> service_accounts::BoxedQuery<'a, Pg> {
+    let mut query = filtered(tenant, filter);
+    if let Some(cursor) = after {
+        query = query.filter(row_greater_than(
+            (service_accounts::created_at, service_accounts::uid),
+            (
+                cursor.created_at.into_sql::<Timestamptz>(),
+                cursor.uid.into_sql::<SqlUuid>(),
+            ),
+        ));
+    }
+    query
+        .order((
+            service_accounts::created_at.asc(),
+            service_accounts::uid.asc(),
+        ))
+        .limit(limit)
+}
+
+fn rows_into_domain(rows: Vec<ServiceAccountRow>) -> Result<Vec<ServiceAccount>, StoreError> {
+    rows.into_iter()
+        .map(ServiceAccountRow::into_domain)
+        .collect()
+}
+
+impl PgStore {
+    async fn list_cursor(
+        &self,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        after: Option<Cursor>,
+        size: u16,
+    ) -> Result<Page<ServiceAccount>, StoreError> {
+        // One more than asked: whether it exists decides `next`.
+        let limit = i64::from(size) + 1;
+        let size = usize::from(size);
+        let mut conn = self.conn().await?;
+        let mut rows: Vec<ServiceAccountRow> = cursor_page(tenant, filter, after, limit)
+            .select(ServiceAccountRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(DbError::from)?;
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let items = rows_into_domain(rows)?;
+        let next = if more {
+            items.last().map(|last| Cursor {
+                created_at: last.created_at,
+                uid: last.uid,
+            })
+        } else {
+            None
+        };
+        Ok(Page {
+            items,
+            next,
+            total: None,
+        })
+    }
+
+    async fn list_offset(
+        &self,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        offset: u64,
+        size: u16,
+    ) -> Result<Page<ServiceAccount>, StoreError> {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let conn = self.conn().await?;
+        // Both statements are sent at once (pipelined on one connection): one round trip.
+        let items = filtered(tenant, filter)
+            .order((
+                service_accounts::created_at.asc(),
+                service_accounts::uid.asc(),
+            ))
+            .offset(offset)
+            .limit(i64::from(size))
+            .select(ServiceAccountRow::as_select())
+            .load::<ServiceAccountRow>(&mut &*conn);
+        let total = filtered(tenant, filter)
+            .select(count_star())
+            .get_result::<i64>(&mut &*conn);
+        let (rows, total) = tokio::try_join!(items, total).map_err(DbError::from)?;
+        Ok(Page {
+            items: rows_into_domain(rows)?,
+            next: None,
+            total: Some(u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?),
+        })
+    }
+
+    /// The plan Postgres chooses for a cursor-mode list page (`EXPLAIN` output lines).
+    ///
+    /// # Errors
+    /// [`StoreError`] for backend failures.
+    #[cfg(feature = "test-support")]
+    pub async fn explain_list_page(
+        &self,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        after: Option<Cursor>,
+        size: u16,
+    ) -> Result<Vec<String>, StoreError> {
+        let query = cursor_page(tenant, filter, after, i64::from(size) + 1)
+            .select(ServiceAccountRow::as_select());
+        let mut conn = self.conn().await?;
+        Ok(crate::test_support::Explain(query)
+            .load::<String>(&mut conn)
+            .await
+            .map_err(DbError::from)?)
+    }
+}
+
+impl ServiceAccountStore for PgStore {
+    async fn insert(
+        &self,
+        account: &ServiceAccount,
+        event: &AuditEvent,
+    ) -> Result<(), InsertError> {
+        let row = ServiceAccountRow::from_domain(account)?;
+        let mut conn = self.conn().await.map_err(StoreError::from)?;
+        let result = conn
+            .transaction::<_, InsertFailure, _>(async |conn| {
+                // `ON CONFLICT (org_id, id)` makes "id taken" an outcome rather than an error,
+                // whichever unique index Postgres would check first, and also when a
+                // concurrent insert of the same id commits first.
+                let inserted = diesel::insert_into(service_accounts::table)
+                    .values(&row)
+                    .on_conflict((service_accounts::org_id, service_accounts::id))
+                    .do_nothing()
+                    .execute(conn)
+                    .await?;
+                if inserted == 0 {
+                    return Err(InsertFailure::Duplicate);
+                }
+                audit::record(conn, event).await?;
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(InsertFailure::Duplicate) => Err(InsertError::Duplicate),
+            Err(InsertFailure::Db(e)) => Err(StoreError::from(DbError::from(e)).into()),
+        }
+    }
+
+    async fn get(
+        &self,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+    ) -> Result<Option<ServiceAccount>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = service_accounts::table
+            .filter(service_accounts::org_id.eq(tenant.as_str()))
+            .filter(service_accounts::id.eq(id.as_str()))
+            .select(ServiceAccountRow::as_select())
+            .first::<ServiceAccountRow>(&mut conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?;
+        row.map(ServiceAccountRow::into_domain).transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+    ) -> Result<Page<ServiceAccount>, StoreError> {
+        match page.position {
+            PagePosition::After(after) => {
+                self.list_cursor(tenant, filter, after, page.size.get())
+                    .await
+            }
+            PagePosition::Offset(offset) => {
+                self.list_offset(tenant, filter, offset, page.size.get())
+                    .await
+            }
+        }
+    }
+
+    async fn update(
+        &self,
+        account: &ServiceAccount,
+        expected: Revision,
+        event: &AuditEvent,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let row = ServiceAccountRow::from_domain(account)?;
+        let expected = revision_to_row(expected)?;
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let updated = diesel::update(
+                    service_accounts::table
+                        .filter(service_accounts::uid.eq(row.uid))
+                        .filter(service_accounts::org_id.eq(&row.org_id))
+                        .filter(service_accounts::revision.eq(expected)),
+                )
+                .set((
+                    service_accounts::display_name.eq(&row.display_name),
+                    service_accounts::description.eq(&row.description),
+                    service_accounts::roles.eq(&row.roles),
+                    service_accounts::status.eq(&row.status),
+                    service_accounts::updated_at.eq(row.updated_at),
+                    service_accounts::revision.eq(row.revision),
+                ))
+                .execute(conn)
+                .await?;
+                if updated == 0 {
+                    let exists = diesel::select(diesel::dsl::exists(
+                        service_accounts::table
+                            .filter(service_accounts::uid.eq(row.uid))
+                            .filter(service_accounts::org_id.eq(&row.org_id)),
+                    ))
+                    .get_result::<bool>(conn)
+                    .await?;
+                    return Ok(if exists {
+                        UpdateOutcome::Stale
+                    } else {
+                        UpdateOutcome::Gone
+                    });
+                }
+                audit::record(conn, event).await?;
+                Ok(UpdateOutcome::Updated)
+            })
+            .await
+            .map_err(DbError::from)?;
+        Ok(outcome)
+    }
+
+    async fn delete(
+        &self,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let deleted = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let deleted = diesel::delete(
+                    service_accounts::table
+                        .filter(service_accounts::org_id.eq(tenant.as_str()))
+                        .filter(service_accounts::id.eq(id.as_str())),
+                )
+                .returning(service_accounts::uid)
+                .get_result::<Uuid>(conn)
+                .await
+                .optional()?;
+                if deleted.is_some() {
+                    audit::record(conn, event).await?;
+                }
+                Ok(deleted.is_some())
+            })
+            .await
+            .map_err(DbError::from)?;
+        Ok(deleted)
+    }
+}
