@@ -153,19 +153,19 @@ impl Fields {
         }
     }
 
-    /// Takes an array-of-strings field.
+    /// Takes an array-of-strings field, with each string's index.
     pub fn strings(&mut self, name: &str) -> Presence<Vec<(usize, String)>> {
         match self.map.remove(name) {
             None => Presence::Absent,
             Some(Value::Null) => Presence::Null,
             Some(Value::Array(items)) => {
+                // Non-strings are reported here; the strings are still returned so that their
+                // values get checked (and reported) too.
                 let mut out = Vec::with_capacity(items.len());
-                let mut ok = true;
                 for (index, item) in items.into_iter().enumerate() {
                     if let Value::String(s) = item {
                         out.push((index, s));
                     } else {
-                        ok = false;
                         self.error(
                             format!("{name}[{index}]"),
                             "INVALID_TYPE",
@@ -173,11 +173,7 @@ impl Fields {
                         );
                     }
                 }
-                if ok {
-                    Presence::Value(out)
-                } else {
-                    Presence::Invalid
-                }
+                Presence::Value(out)
             }
             Some(_) => {
                 self.error(name, "INVALID_TYPE", "must be an array of strings");

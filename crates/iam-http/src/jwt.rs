@@ -91,6 +91,17 @@ impl Ed25519Key {
         Self { signing, kid }
     }
 
+    /// A 32-byte secret for `purpose`, derived from this key (HMAC-SHA256 keyed with the
+    /// private seed), so instances sharing the signing key share derived secrets too.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(self.signing.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The key id (`kid` header).
     pub fn kid(&self) -> &str {
         &self.kid

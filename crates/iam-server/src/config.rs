@@ -1,0 +1,240 @@
+//! Configuration from environment variables (the table lives in `docs/OPERATIONS.md`).
+//!
+//! Variables read here: `IAM_MODE`, `DATABASE_URL`, `IAM_LISTEN_ADDR`, `IAM_ISSUER`,
+//! `IAM_AUDIENCE`, `IAM_SIGNING_KEY_FILE`, `IAM_DEV_STATE_DIR`, `IAM_EXTERNAL_ISSUER`,
+//! `IAM_EXTERNAL_JWKS_FILE`, `IAM_ADMIN_ROLE`, `IAM_DB_MAX_CONNECTIONS`,
+//! `IAM_DB_CONNECT_TIMEOUT_MS`, `IAM_DB_CHECKOUT_TIMEOUT_MS`, `IAM_WORKERS`,
+//! `IAM_SHUTDOWN_TIMEOUT_SECS`, `IAM_LOG`, `IAM_LOG_FORMAT`.
+//!
+//! Development mode has safe defaults and generates (and keeps) a signing key; production
+//! mode refuses to start without an explicit signing key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use iam_domain::RoleSlug;
+use iam_postgres::PgConfig;
+
+/// Development or production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Local use: generated keys, readable logs.
+    Development,
+    /// Deployed: explicit keys required, JSON logs.
+    Production,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An external OIDC issuer whose JWKS is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalIssuer {
+    /// Its `iss`.
+    pub issuer: String,
+    /// Path of its JWKS document.
+    pub jwks_file: PathBuf,
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `IAM_MODE`: `development` (default) or `production`.
+    pub mode: Mode,
+    /// `DATABASE_URL`; required by `serve`, `migrate` and `directory apply`.
+    pub database_url: Option<String>,
+    /// `IAM_LISTEN_ADDR`, default `127.0.0.1:8080`.
+    pub listen_addr: SocketAddr,
+    /// `IAM_ISSUER`: `iss` of tokens this service signs, default `urn:k0rdent:iam`.
+    pub issuer: String,
+    /// `IAM_AUDIENCE`: required `aud` of every token, default `k0rdent`.
+    pub audience: String,
+    /// `IAM_SIGNING_KEY_FILE`: Ed25519 PKCS#8 PEM private key. Required in production.
+    pub signing_key_file: Option<PathBuf>,
+    /// `IAM_DEV_STATE_DIR`: where development mode keeps its generated key, default `.iam-dev`.
+    pub dev_state_dir: PathBuf,
+    /// `IAM_EXTERNAL_ISSUER` + `IAM_EXTERNAL_JWKS_FILE` (both or neither).
+    pub external_issuer: Option<ExternalIssuer>,
+    /// `IAM_ADMIN_ROLE`: the role that makes an org-scoped caller a tenant admin, default `admin`.
+    pub admin_role: RoleSlug,
+    /// `IAM_DB_MAX_CONNECTIONS` (default 16), `IAM_DB_CONNECT_TIMEOUT_MS` (2000),
+    /// `IAM_DB_CHECKOUT_TIMEOUT_MS` (2000).
+    pub db_max_connections: usize,
+    /// See `db_max_connections`.
+    pub db_connect_timeout: Duration,
+    /// See `db_max_connections`.
+    pub db_checkout_timeout: Duration,
+    /// `IAM_WORKERS`: HTTP worker threads, default: the number of CPUs.
+    pub workers: Option<usize>,
+    /// `IAM_SHUTDOWN_TIMEOUT_SECS`: how long SIGTERM waits for in-flight requests, default 30.
+    pub shutdown_timeout: Duration,
+    /// `IAM_LOG`: tracing filter, default `info`.
+    pub log_filter: String,
+    /// `IAM_LOG_FORMAT`: `pretty` or `json`; default pretty in development, json in production.
+    pub log_format: LogFormat,
+}
+
+fn parsed<T: FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={raw:?} is invalid: {e}")),
+    }
+}
+
+impl Config {
+    /// Reads the configuration through `env` (normally `std::env::var`).
+    ///
+    /// # Errors
+    /// Names the first invalid variable.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let mode = match env("IAM_MODE").as_deref().map(str::trim) {
+            None | Some("development" | "dev") => Mode::Development,
+            Some("production" | "prod") => Mode::Production,
+            Some(other) => bail!("IAM_MODE={other:?} is invalid: use development or production"),
+        };
+        let signing_key_file = env("IAM_SIGNING_KEY_FILE").map(PathBuf::from);
+        if mode == Mode::Production && signing_key_file.is_none() {
+            bail!(
+                "production mode requires IAM_SIGNING_KEY_FILE (an Ed25519 PKCS#8 PEM private key)"
+            );
+        }
+        let external_issuer = match (env("IAM_EXTERNAL_ISSUER"), env("IAM_EXTERNAL_JWKS_FILE")) {
+            (None, None) => None,
+            (Some(issuer), Some(file)) => Some(ExternalIssuer {
+                issuer,
+                jwks_file: PathBuf::from(file),
+            }),
+            _ => bail!("set both IAM_EXTERNAL_ISSUER and IAM_EXTERNAL_JWKS_FILE, or neither"),
+        };
+        let admin_role = env("IAM_ADMIN_ROLE").unwrap_or_else(|| "admin".to_owned());
+        let admin_role = RoleSlug::parse(admin_role.as_str())
+            .map_err(|e| anyhow::anyhow!("IAM_ADMIN_ROLE={admin_role:?} is invalid: {e}"))?;
+        let log_format = match env("IAM_LOG_FORMAT").as_deref() {
+            None if mode == Mode::Production => LogFormat::Json,
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("IAM_LOG_FORMAT={other:?} is invalid: use pretty or json"),
+        };
+        let millis = |name, default| parsed(&env, name, default).map(Duration::from_millis);
+        let workers: usize = parsed(&env, "IAM_WORKERS", 0)?;
+        let config = Self {
+            mode,
+            database_url: env("DATABASE_URL"),
+            listen_addr: parsed(
+                &env,
+                "IAM_LISTEN_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
+            issuer: env("IAM_ISSUER").unwrap_or_else(|| "urn:k0rdent:iam".to_owned()),
+            audience: env("IAM_AUDIENCE").unwrap_or_else(|| "k0rdent".to_owned()),
+            signing_key_file,
+            dev_state_dir: env("IAM_DEV_STATE_DIR")
+                .map_or_else(|| PathBuf::from(".iam-dev"), PathBuf::from),
+            external_issuer,
+            admin_role,
+            db_max_connections: parsed(
+                &env,
+                "IAM_DB_MAX_CONNECTIONS",
+                PgConfig::DEFAULT_MAX_CONNECTIONS,
+            )?,
+            db_connect_timeout: millis("IAM_DB_CONNECT_TIMEOUT_MS", 2000)?,
+            db_checkout_timeout: millis("IAM_DB_CHECKOUT_TIMEOUT_MS", 2000)?,
+            workers: (workers > 0).then_some(workers),
+            shutdown_timeout: Duration::from_secs(parsed(&env, "IAM_SHUTDOWN_TIMEOUT_SECS", 30)?),
+            log_filter: env("IAM_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format,
+        };
+        if config.db_max_connections == 0 {
+            bail!("IAM_DB_MAX_CONNECTIONS must be at least 1");
+        }
+        Ok(config)
+    }
+
+    /// The pool configuration.
+    ///
+    /// # Errors
+    /// When `DATABASE_URL` is not set.
+    pub fn pg(&self) -> anyhow::Result<PgConfig> {
+        let url = self.database_url.clone().context(
+            "DATABASE_URL is not set (e.g. export DATABASE_URL=$(cargo xtask db start))",
+        )?;
+        Ok(PgConfig {
+            url,
+            max_connections: self.db_max_connections,
+            connect_timeout: self.db_connect_timeout,
+            checkout_timeout: self.db_checkout_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_env(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn development_defaults_are_local_and_safe() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.mode, Mode::Development);
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin_role.as_str(), "admin");
+        assert_eq!(c.log_format, LogFormat::Pretty);
+        assert!(c.pg().is_err(), "no DATABASE_URL, no pool");
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_signing_key() {
+        let err = config(&[("IAM_MODE", "production")]).unwrap_err();
+        assert!(err.to_string().contains("IAM_SIGNING_KEY_FILE"), "{err}");
+        let c = config(&[
+            ("IAM_MODE", "production"),
+            ("IAM_SIGNING_KEY_FILE", "/k.pem"),
+        ])
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        for (name, value) in [
+            ("IAM_MODE", "staging"),
+            ("IAM_LISTEN_ADDR", "nowhere"),
+            ("IAM_ADMIN_ROLE", "Admin!"),
+            ("IAM_DB_MAX_CONNECTIONS", "0"),
+            ("IAM_LOG_FORMAT", "xml"),
+            ("IAM_EXTERNAL_ISSUER", "https://idp"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+    }
+}

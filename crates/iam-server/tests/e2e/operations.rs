@@ -1,0 +1,113 @@
+//! Request ids, health, readiness, the OpenAPI document and unknown routes.
+
+use reqwest::{Method, StatusCode};
+
+use crate::support::{BASE, TestServer};
+
+#[tokio::test]
+async fn every_response_has_a_request_id_echoing_valid_incoming_ones() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    for (method, path, token) in [
+        (Method::GET, BASE.to_owned(), Some(admin.as_str())),
+        (Method::GET, BASE.to_owned(), None),
+        (
+            Method::GET,
+            format!("{BASE}/sa-missing"),
+            Some(admin.as_str()),
+        ),
+        (Method::GET, "/healthz".to_owned(), None),
+        (Method::GET, "/no/such/route".to_owned(), None),
+        (Method::PUT, BASE.to_owned(), Some(admin.as_str())),
+    ] {
+        let generated = server.call(method.clone(), &path, token, None, &[]).await;
+        let id = generated
+            .header("x-request-id")
+            .unwrap_or_else(|| panic!("{method} {path}"));
+        assert!(!id.is_empty());
+        let echoed = server
+            .call(
+                method.clone(),
+                &path,
+                token,
+                None,
+                &[("x-request-id", "abc-123")],
+            )
+            .await;
+        assert_eq!(echoed.header("x-request-id"), Some("abc-123"));
+        let replaced = server
+            .call(method, &path, token, None, &[("x-request-id", "bad id!")])
+            .await;
+        assert_ne!(replaced.header("x-request-id"), Some("bad id!"));
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_envelope() {
+    let server = TestServer::start().await;
+    let missing = server
+        .call(Method::GET, "/v2/nothing", None, None, &[])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.reasons(), [("NOT_FOUND".to_owned(), None)]);
+    let put = server
+        .call(
+            Method::PUT,
+            &format!("{BASE}/sa-x"),
+            Some(&server.admin()),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(put.reasons(), [("METHOD_NOT_ALLOWED".to_owned(), None)]);
+}
+
+#[tokio::test]
+async fn health_readiness_and_openapi_are_served() {
+    let server = TestServer::start().await;
+    assert_eq!(
+        server
+            .call(Method::GET, "/healthz", None, None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let ready = server.call(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let doc = server
+        .call(Method::GET, "/openapi.json", None, None, &[])
+        .await
+        .json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let op = &doc["paths"]["/v1/regions/global/iam/service-accounts/{id}"]["patch"];
+    assert_eq!(
+        op["x-visibility"],
+        serde_json::json!(["public", "internal"])
+    );
+}
+
+#[tokio::test]
+async fn readiness_fails_on_an_unmigrated_database() {
+    let db = iam_postgres::test_support::TestDatabase::create_unmigrated().await;
+    let config = iam_server::config::Config::from_env(|k| match k {
+        "DATABASE_URL" => Some(db.url().to_owned()),
+        "IAM_DEV_STATE_DIR" => Some(
+            std::env::temp_dir()
+                .join("iam-e2e-unmigrated")
+                .display()
+                .to_string(),
+        ),
+        "IAM_WORKERS" => Some("1".into()),
+        _ => None,
+    })
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = iam_server::app::build(&config, iam_server::clock::SystemClock, listener).unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    handle.stop(true).await;
+}

@@ -1,0 +1,266 @@
+//! A real server on port 0, on a fresh database, with a controllable clock, and an HTTP client.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use iam_domain::ports::Clock;
+use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope};
+use iam_http::jwt::Ed25519Key;
+use iam_postgres::test_support::TestDatabase;
+use iam_server::config::Config;
+use iam_server::token::{MintRequest, mint};
+use iam_server::{app, directory_file, keys};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
+
+pub const BASE: &str = "/v1/regions/global/iam/service-accounts";
+
+/// A clock the test moves by hand; starts at the real time.
+#[derive(Clone)]
+pub struct TestClock(Arc<Mutex<OffsetDateTime>>);
+
+impl TestClock {
+    fn new() -> Self {
+        #[expect(clippy::disallowed_methods, reason = "seeding the test clock")]
+        let now = OffsetDateTime::now_utc();
+        Self(Arc::new(Mutex::new(now)))
+    }
+
+    #[allow(dead_code, reason = "used by later test modules")]
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+pub struct TestServer {
+    pub db: TestDatabase,
+    pub base_url: String,
+    pub clock: TestClock,
+    pub config: Config,
+    key: Ed25519Key,
+    client: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+    _state_dir: TempDir,
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `reason`s of an error envelope, with their fields.
+    pub fn reasons(&self) -> Vec<(String, Option<String>)> {
+        let body = self.json();
+        assert_eq!(body["error"]["code"], self.status.as_u16(), "{}", self.text);
+        body["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["reason"].as_str().unwrap().to_owned(),
+                    d["field"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
+        let db = TestDatabase::create().await;
+        let state_dir =
+            std::env::temp_dir().join(format!("iam-e2e-{}", uuid::Uuid::new_v4().simple()));
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("DATABASE_URL".into(), db.url().to_owned()),
+            ("IAM_DEV_STATE_DIR".into(), state_dir.display().to_string()),
+            ("IAM_WORKERS".into(), "2".into()),
+            ("IAM_DB_MAX_CONNECTIONS".into(), "4".into()),
+            ("IAM_SHUTDOWN_TIMEOUT_SECS".into(), "1".into()),
+        ]);
+        for (k, v) in extra_env {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = Config::from_env(|k| env.get(k).cloned()).unwrap();
+        let specs = directory_file::parse(include_str!("../../../../docs/examples/directory.toml"))
+            .unwrap();
+        db.store().apply_directory(&specs, false).await.unwrap();
+
+        let clock = TestClock::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = app::build(&config, clock.clone(), listener).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        let key = keys::signing_key(&config).unwrap();
+        Self {
+            db,
+            base_url: format!("http://{addr}"),
+            clock,
+            config,
+            key,
+            client: reqwest::Client::new(),
+            handle,
+            _state_dir: TempDir(state_dir),
+        }
+    }
+
+    /// A token signed with the server's key.
+    pub fn token(&self, tenant: &str, subject: &str, roles: &[&str]) -> String {
+        self.token_for(&MintRequest {
+            tenant: OrgId::parse(tenant).unwrap(),
+            subject: subject.into(),
+            roles: roles.iter().map(|r| RoleSlug::parse(*r).unwrap()).collect(),
+            scope: Scope::Organization,
+            scope_id: None,
+            ttl: Duration::minutes(15),
+            kind: PrincipalKind::User,
+        })
+    }
+
+    pub fn token_for(&self, request: &MintRequest) -> String {
+        self.mint_with(&self.config, request)
+    }
+
+    /// A token signed with the server's key but the issuer and audience of `config`.
+    pub fn mint_with(&self, config: &Config, request: &MintRequest) -> String {
+        mint(config, &self.key, request, self.clock.now()).unwrap()
+    }
+
+    pub fn admin_request() -> MintRequest {
+        MintRequest {
+            tenant: OrgId::parse("org-acme").unwrap(),
+            subject: "alice@acme.example".into(),
+            roles: [
+                "admin",
+                "compute.deployer",
+                "storage.writer",
+                "storage.reader",
+            ]
+            .iter()
+            .map(|r| RoleSlug::parse(*r).unwrap())
+            .collect(),
+            scope: Scope::Organization,
+            scope_id: None,
+            ttl: Duration::minutes(15),
+            kind: PrincipalKind::User,
+        }
+    }
+
+    pub fn token_signed_by(&self, key: &Ed25519Key, tenant: &str, roles: &[&str]) -> String {
+        let request = MintRequest {
+            tenant: OrgId::parse(tenant).unwrap(),
+            subject: "mallory".into(),
+            roles: roles.iter().map(|r| RoleSlug::parse(*r).unwrap()).collect(),
+            scope: Scope::Organization,
+            scope_id: None,
+            ttl: Duration::minutes(15),
+            kind: PrincipalKind::User,
+        };
+        mint(&self.config, key, &request, self.clock.now()).unwrap()
+    }
+
+    /// An admin of org-acme holding every role of its catalog.
+    pub fn admin(&self) -> String {
+        self.token_for(&Self::admin_request())
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        Response {
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Some(token), None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.call(Method::POST, path, Some(token), Some(body), &[])
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.call(Method::PATCH, path, Some(token), Some(body), &[])
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.call(Method::DELETE, path, Some(token), None, &[])
+            .await
+    }
+
+    /// Creates `id` in org-acme's organization scope and asserts 201.
+    pub async fn create_sa(&self, token: &str, id: &str) -> Value {
+        let response = self
+            .post(
+                BASE,
+                token,
+                &serde_json::json!({"id": id, "displayName": id, "scope": "organization", "scopeId": "org-acme"}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        response.json()
+    }
+}
+
+impl Drop for TestServer {
+    /// Stops the server's workers before the database is dropped (`stop` sends the command
+    /// when called; the returned future only waits for completion).
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
