@@ -237,6 +237,7 @@ impl IdempotencyStore for Memory {
     fn complete(
         &self,
         _key: &IdempotencyKey,
+        _claimed_at: OffsetDateTime,
         _response: &StoredResponse,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         ready(Ok(()))
@@ -245,6 +246,7 @@ impl IdempotencyStore for Memory {
     fn release(
         &self,
         _key: &IdempotencyKey,
+        _claimed_at: OffsetDateTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         ready(Ok(()))
     }

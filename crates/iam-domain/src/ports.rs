@@ -201,7 +201,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// How long a completed response is replayed.
     const RETENTION: Duration = Duration::hours(24);
 
-    /// Claims `key` for a request whose method, path and body hash to `fingerprint`.
+    /// Claims `key` at `now` for a request whose method, path and body hash to
+    /// `fingerprint`. `now` must have microsecond precision; it identifies the claim.
     ///
     /// Records older than [`Self::RETENTION`], and unfinished claims older than
     /// `abandon_after`, count as absent.
@@ -216,21 +217,29 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         abandon_after: Duration,
     ) -> impl Future<Output = Result<IdempotencyClaim, StoreError>> + Send;
 
-    /// Records the response of a claimed key.
+    /// Records the response of the claim of `key` made at `claimed_at` (the `now` given to
+    /// [`Self::claim`]). Does nothing if that claim is no longer the key's current, unfinished
+    /// claim (it was abandoned and taken over by another request, or released).
     ///
     /// # Errors
     /// [`StoreError`] only for backend failures.
     fn complete(
         &self,
         key: &IdempotencyKey,
+        claimed_at: OffsetDateTime,
         response: &StoredResponse,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Forgets a claimed key whose request produced no replayable response.
+    /// Forgets the unfinished claim of `key` made at `claimed_at`, whose request produced no
+    /// replayable response. Does nothing if that claim is no longer current.
     ///
     /// # Errors
     /// [`StoreError`] only for backend failures.
-    fn release(&self, key: &IdempotencyKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(
+        &self,
+        key: &IdempotencyKey,
+        claimed_at: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Readiness of the storage backend (`GET /readyz`).

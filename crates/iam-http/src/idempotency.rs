@@ -76,7 +76,11 @@ where
     hasher.update(body);
     let fingerprint: [u8; 32] = hasher.finalize().into();
 
+    // Microsecond precision, as stored: the claim time identifies the claim.
     let now = state.admin.clock().now();
+    let now = now
+        .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now);
     match state
         .idempotency
         .claim(&key, &fingerprint, now, ABANDON_AFTER)
@@ -112,13 +116,17 @@ where
         Ok(reply) => reply,
         Err(error) if error.status().is_client_error() => Reply::from_error(&error),
         Err(error) => {
-            if let Err(release) = state.idempotency.release(&key).await {
+            if let Err(release) = state.idempotency.release(&key, now).await {
                 tracing::warn!(error = %release, "could not release idempotency key");
             }
             return Err(error);
         }
     };
-    if let Err(error) = state.idempotency.complete(&key, &reply.to_stored()).await {
+    if let Err(error) = state
+        .idempotency
+        .complete(&key, now, &reply.to_stored())
+        .await
+    {
         // The work is done; the client gets its answer, only a retry would redo it.
         tracing::warn!(%error, "could not record idempotent response");
     }

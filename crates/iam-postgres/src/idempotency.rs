@@ -93,6 +93,19 @@ fn headers_to_json(headers: &[(String, String)]) -> serde_json::Value {
     )
 }
 
+/// The row is still the unfinished claim made at `claimed_at` (not completed, not taken over
+/// by a later claim after being abandoned).
+fn is_current_claim(
+    claimed_at: OffsetDateTime,
+) -> diesel::dsl::And<
+    diesel::dsl::IsNull<idempotency_keys::completed_at>,
+    diesel::dsl::Eq<idempotency_keys::created_at, OffsetDateTime>,
+> {
+    idempotency_keys::completed_at
+        .is_null()
+        .and(idempotency_keys::created_at.eq(claimed_at))
+}
+
 fn retention() -> Duration {
     <PgStore as IdempotencyStore>::RETENTION
 }
@@ -200,10 +213,11 @@ impl IdempotencyStore for PgStore {
     async fn complete(
         &self,
         key: &IdempotencyKey,
+        claimed_at: OffsetDateTime,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let updated = diesel::update(find(key).filter(idempotency_keys::completed_at.is_null()))
+        let updated = diesel::update(find(key).filter(is_current_claim(claimed_at)))
             .set((
                 idempotency_keys::status_code.eq(i32::from(response.status)),
                 idempotency_keys::response_headers.eq(headers_to_json(&response.headers)),
@@ -223,9 +237,13 @@ impl IdempotencyStore for PgStore {
         Ok(())
     }
 
-    async fn release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        key: &IdempotencyKey,
+        claimed_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        diesel::delete(find(key).filter(idempotency_keys::completed_at.is_null()))
+        diesel::delete(find(key).filter(is_current_claim(claimed_at)))
             .execute(&mut conn)
             .await
             .map_err(DbError::from)?;

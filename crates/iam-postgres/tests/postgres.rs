@@ -977,7 +977,7 @@ mod idempotency {
             IdempotencyClaim::Mismatch
         );
 
-        store.complete(&k, &response()).await.unwrap();
+        store.complete(&k, t0(), &response()).await.unwrap();
         assert_eq!(
             store
                 .claim(&k, &FP, t0() + Duration::hours(2), ABANDON)
@@ -1022,7 +1022,7 @@ mod idempotency {
         // Completed: replayed until the retention ends, then claimable (even with another body).
         let done = key("done");
         store.claim(&done, &FP, t0(), ABANDON).await.unwrap();
-        store.complete(&done, &response()).await.unwrap();
+        store.complete(&done, t0(), &response()).await.unwrap();
         let almost = t0() + retention - Duration::seconds(1);
         assert!(matches!(
             store.claim(&done, &FP, almost, ABANDON).await.unwrap(),
@@ -1066,16 +1066,45 @@ mod idempotency {
         let (_db, store) = seeded().await;
         let k = key("k");
         store.claim(&k, &FP, t0(), ABANDON).await.unwrap();
-        store.release(&k).await.unwrap();
+        store.release(&k, t0()).await.unwrap();
         assert_eq!(
             store.claim(&k, &OTHER_FP, t0(), ABANDON).await.unwrap(),
             IdempotencyClaim::Claimed
         );
-        store.complete(&k, &response()).await.unwrap();
-        store.release(&k).await.unwrap();
+        store.complete(&k, t0(), &response()).await.unwrap();
+        store.release(&k, t0()).await.unwrap();
         assert_eq!(
             store.claim(&k, &OTHER_FP, t0(), ABANDON).await.unwrap(),
             IdempotencyClaim::Replay(response())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_claim_cannot_complete_or_release_the_claim_that_took_over() {
+        let (_db, store) = seeded().await;
+        let k = key("taken-over");
+        store.claim(&k, &FP, t0(), ABANDON).await.unwrap();
+        let later = t0() + ABANDON + Duration::seconds(1);
+        assert_eq!(
+            store.claim(&k, &OTHER_FP, later, ABANDON).await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+        // The first request finally finishes: its response must not be recorded for the
+        // second request, nor may it release the second request's claim.
+        store.complete(&k, t0(), &response()).await.unwrap();
+        store.release(&k, t0()).await.unwrap();
+        assert_eq!(
+            store.claim(&k, &OTHER_FP, later, ABANDON).await.unwrap(),
+            IdempotencyClaim::InProgress
+        );
+        let mine = StoredResponse {
+            status: 409,
+            ..response()
+        };
+        store.complete(&k, later, &mine).await.unwrap();
+        assert_eq!(
+            store.claim(&k, &OTHER_FP, later, ABANDON).await.unwrap(),
+            IdempotencyClaim::Replay(mine)
         );
     }
 
