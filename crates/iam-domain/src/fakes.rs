@@ -43,6 +43,8 @@ pub struct State {
     pub orgs: Vec<Organization>,
     pub projects: Vec<(OrgId, ProjectId)>,
     pub roles: Vec<(OrgId, RoleSlug)>,
+    /// Simulates a race lost between read and write: the next update returns this.
+    pub next_update: Option<UpdateOutcome>,
 }
 
 #[derive(Clone, Default)]
@@ -192,6 +194,9 @@ impl ServiceAccountStore for Memory {
         audit: &AuditEvent,
     ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send {
         let mut state = self.state();
+        if let Some(outcome) = state.next_update.take() {
+            return ready(Ok(outcome));
+        }
         let outcome = match state.accounts.iter_mut().find(|a| a.uid == account.uid) {
             None => UpdateOutcome::Gone,
             Some(stored) if stored.revision != expected => UpdateOutcome::Stale,

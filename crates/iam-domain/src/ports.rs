@@ -33,6 +33,14 @@ pub enum StoreError {
 pub trait Clock: Send + Sync + 'static {
     /// The current time in UTC.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current time truncated to the microsecond precision storage keeps, so that what
+    /// is returned to a client equals what a later read returns.
+    fn now_micros(&self) -> OffsetDateTime {
+        let now = self.now();
+        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now)
+    }
 }
 
 /// The source of server-made identifiers.

@@ -25,8 +25,6 @@ use crate::service_account::{
     ServiceAccountPatch, ServiceAccountStatus, dedup_roles,
 };
 
-use time::OffsetDateTime;
-
 /// A business-rule violation that makes a request unprocessable (HTTP 422).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -190,11 +188,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             return Err(AdminError::Forbidden);
         }
         let Some(org) = self.directory.organization(&caller.tenant).await? else {
-            return Err(AdminError::Rejected(vec![Violation {
-                reason: ViolationReason::TenantNotProvisioned,
-                field: None,
-                message: format!("organization {} is not provisioned", caller.tenant),
-            }]));
+            return Err(tenant_not_provisioned(caller));
         };
 
         let mut violations = self
@@ -211,9 +205,9 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
 
         let id = match request.id {
             Some(id) => id,
-            None => self.generated_id(),
+            None => self.generated_id()?,
         };
-        let now = self.now();
+        let now = self.clock.now_micros();
         let account = ServiceAccount {
             uid: self.ids.uid(),
             tenant: caller.tenant.clone(),
@@ -298,7 +292,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
                     .directory
                     .organization(&caller.tenant)
                     .await?
-                    .ok_or(AdminError::NotFound)?;
+                    .ok_or_else(|| tenant_not_provisioned(caller))?;
                 let violations = self
                     .role_violations(caller, &org, current.scope, &current.scope_id, &added)
                     .await?;
@@ -313,7 +307,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         if changed.is_empty() {
             return Ok(current);
         }
-        updated.updated_at = self.now();
+        updated.updated_at = self.clock.now_micros();
         updated.revision = current.revision.next();
         let audit = Self::audit(
             caller,
@@ -355,7 +349,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             changed_fields: vec![],
             request_id: context.request_id.clone(),
             source_ip: context.source_ip,
-            at: self.now(),
+            at: self.clock.now_micros(),
         };
         if self.store.delete(&caller.tenant, &id, &audit).await? {
             Ok(())
@@ -443,29 +437,12 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         Ok(violations)
     }
 
-    fn generated_id(&self) -> ServiceAccountId {
-        let raw = format!("sa-{}", self.ids.random_suffix());
-        // An id generator that breaks its contract is a bug; fall back to a uuid-based id,
-        // which always matches the pattern ("sa-" + 32 hex digits ends in a letter or digit).
-        ServiceAccountId::parse(raw).unwrap_or_else(|_| self.uid_based_id())
-    }
-
-    fn uid_based_id(&self) -> ServiceAccountId {
-        let raw = format!("sa-{}", self.ids.uid().simple());
-        match ServiceAccountId::parse(raw) {
-            Ok(id) => id,
-            // "sa-" followed by 32 lowercase hex digits always matches the id pattern and is
-            // 35 characters long, so this branch cannot be reached.
-            Err(_) => unreachable!("uuid-based service account ids always match the pattern"),
-        }
-    }
-
-    /// Now, truncated to the microsecond precision storage keeps, so what we return equals
-    /// what a later read returns.
-    fn now(&self) -> OffsetDateTime {
-        let now = self.clock.now();
-        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now)
+    fn generated_id(&self) -> Result<ServiceAccountId, AdminError> {
+        ServiceAccountId::parse(format!("sa-{}", self.ids.random_suffix())).map_err(|e| {
+            AdminError::Store(StoreError::Unexpected(
+                format!("the id generator broke its contract: {e}").into(),
+            ))
+        })
     }
 
     fn audit(
@@ -486,6 +463,14 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             at: account.updated_at,
         }
     }
+}
+
+fn tenant_not_provisioned(caller: &Principal) -> AdminError {
+    AdminError::Rejected(vec![Violation {
+        reason: ViolationReason::TenantNotProvisioned,
+        field: None,
+        message: format!("organization {} is not provisioned", caller.tenant),
+    }])
 }
 
 fn resource_name(id: &ServiceAccountId) -> String {
@@ -877,6 +862,47 @@ mod tests {
             ),
             Err(AdminError::PreconditionFailed)
         ));
+    }
+
+    #[test]
+    fn a_race_lost_between_read_and_write_is_409_or_412_or_not_found() {
+        let w = world();
+        create(&w, "sa-ci");
+        let disable = || ServiceAccountPatch {
+            status: Some(ServiceAccountStatus::Disabled),
+            ..ServiceAccountPatch::default()
+        };
+        let current = entity_tag(&w.memory.state().accounts[0]);
+        for (outcome, precondition, expected) in [
+            (
+                UpdateOutcome::Stale,
+                Precondition::None,
+                "ConcurrentModification",
+            ),
+            (
+                UpdateOutcome::Stale,
+                Precondition::OneOf(vec![current]),
+                "PreconditionFailed",
+            ),
+            (UpdateOutcome::Gone, Precondition::None, "NotFound"),
+        ] {
+            w.memory.state().next_update = Some(outcome);
+            let err =
+                block_on(
+                    w.admin
+                        .update(&acme_admin(), &ctx(), "sa-ci", disable(), &precondition),
+                )
+                .unwrap_err();
+            assert!(
+                format!("{err:?}").starts_with(expected),
+                "{outcome:?}: {err:?}"
+            );
+        }
+        assert_eq!(
+            w.memory.state().audit.len(),
+            1,
+            "lost races write no audit event"
+        );
     }
 
     #[test]

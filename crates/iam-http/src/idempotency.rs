@@ -77,10 +77,7 @@ where
     let fingerprint: [u8; 32] = hasher.finalize().into();
 
     // Microsecond precision, as stored: the claim time identifies the claim.
-    let now = state.admin.clock().now();
-    let now = now
-        .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(now);
+    let now = state.admin.clock().now_micros();
     match state
         .idempotency
         .claim(&key, &fingerprint, now, ABANDON_AFTER)

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use iam_domain::{OrgId, Principal, PrincipalKind, RoleSlug, Scope};
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -132,6 +132,25 @@ impl Ed25519Key {
     }
 }
 
+/// The `aud` claim: one audience or several (both forms are standard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "k0rdent"`.
+    One(String),
+    /// `"aud": ["k0rdent", "other"]`.
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Audience::One(audience.to_owned())
+    }
+}
+
+/// Longest accepted `sub`, in characters (it is stored as `createdBy` and in audit events).
+pub const MAX_SUBJECT_LEN: usize = 255;
+
 /// The claims of an access token (SPEC §3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -140,7 +159,7 @@ pub struct AccessClaims {
     /// Issuer.
     pub iss: String,
     /// Audience.
-    pub aud: String,
+    pub aud: Audience,
     /// Expiry (seconds since the epoch).
     pub exp: i64,
     /// Issued at.
@@ -252,9 +271,12 @@ impl TokenVerifier {
     /// Trusts every Ed25519 key of a JWKS document for tokens issued by `issuer`.
     /// Returns how many keys were added.
     ///
+    /// Keys of other types (RSA, EC) and keys marked for encryption are skipped.
+    ///
     /// # Errors
-    /// [`KeyError::InvalidJwks`] when the document does not parse or a key lacks a `kid` or is
-    /// not a 32-byte Ed25519 key.
+    /// [`KeyError::InvalidJwks`] when the document does not parse, a key lacks a `kid`, reuses
+    /// a `kid` already trusted, is not a 32-byte Ed25519 key or names another algorithm, or
+    /// when the document holds no usable key at all.
     pub fn trust_jwks(&mut self, jwks_json: &str, issuer: &str) -> Result<usize, KeyError> {
         let set: JwkSet =
             serde_json::from_str(jwks_json).map_err(|e| KeyError::InvalidJwks(e.to_string()))?;
@@ -263,11 +285,34 @@ impl TokenVerifier {
             let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
                 continue;
             };
+            if params.curve != EllipticCurve::Ed25519
+                || jwk
+                    .common
+                    .public_key_use
+                    .as_ref()
+                    .is_some_and(|u| *u != PublicKeyUse::Signature)
+            {
+                continue;
+            }
             let kid = jwk
                 .common
                 .key_id
                 .clone()
                 .ok_or_else(|| KeyError::InvalidJwks("a key has no kid".into()))?;
+            if jwk
+                .common
+                .key_algorithm
+                .is_some_and(|alg| alg != KeyAlgorithm::EdDSA)
+            {
+                return Err(KeyError::InvalidJwks(format!(
+                    "key {kid}: alg is not EdDSA"
+                )));
+            }
+            if self.keys.contains_key(&kid) {
+                return Err(KeyError::InvalidJwks(format!(
+                    "key {kid}: kid already trusted"
+                )));
+            }
             let x = URL_SAFE_NO_PAD
                 .decode(&params.x)
                 .map_err(|_| KeyError::InvalidJwks(format!("key {kid}: x is not base64url")))?;
@@ -284,6 +329,9 @@ impl TokenVerifier {
                 },
             );
             added += 1;
+        }
+        if added == 0 {
+            return Err(KeyError::InvalidJwks("no Ed25519 signing key".into()));
         }
         Ok(added)
     }
@@ -331,6 +379,11 @@ impl TokenVerifier {
 }
 
 fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
+    let sub_ok = (1..=MAX_SUBJECT_LEN).contains(&claims.sub.chars().count())
+        && !claims.sub.chars().any(char::is_control);
+    if !sub_ok {
+        return Err(TokenError::BadClaims("sub"));
+    }
     Ok(Principal {
         subject: claims.sub.clone(),
         tenant: OrgId::parse(claims.tenant_id.as_str())
@@ -465,6 +518,53 @@ mod tests {
     }
 
     #[test]
+    fn hs256_signed_with_the_public_key_and_tokens_without_kid_are_refused() {
+        let (key, verifier) = setup();
+        let exp = now().unix_timestamp() + 600;
+        // Algorithm confusion: HMAC keyed with the (public) Ed25519 key bytes.
+        let public = URL_SAFE_NO_PAD
+            .decode(key.public_jwk()["x"].as_str().unwrap())
+            .unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid().to_owned());
+        let confused =
+            jsonwebtoken::encode(&header, &claims(exp), &EncodingKey::from_secret(&public))
+                .unwrap();
+        assert_eq!(
+            verifier.verify(&confused, now()).unwrap_err(),
+            TokenError::Malformed
+        );
+
+        let mut no_kid = Header::new(Algorithm::EdDSA);
+        no_kid.kid = None;
+        let token =
+            jsonwebtoken::encode(&no_kid, &claims(exp), &key.encoding_key().unwrap()).unwrap();
+        assert_eq!(
+            verifier.verify(&token, now()).unwrap_err(),
+            TokenError::UnknownKey
+        );
+    }
+
+    #[test]
+    fn audience_arrays_are_accepted_and_bad_subjects_refused() {
+        let (key, verifier) = setup();
+        let signer = TokenSigner::new(&key).unwrap();
+        let mut many = claims(now().unix_timestamp() + 60);
+        many.aud = Audience::Many(vec!["other".into(), "k0rdent".into()]);
+        assert!(verifier.verify(&signer.sign(&many).unwrap(), now()).is_ok());
+        for sub in [String::new(), "x".repeat(256), "a\u{0}b".to_owned()] {
+            let mut bad = claims(now().unix_timestamp() + 60);
+            bad.sub = sub;
+            assert_eq!(
+                verifier
+                    .verify(&signer.sign(&bad).unwrap(), now())
+                    .unwrap_err(),
+                TokenError::BadClaims("sub")
+            );
+        }
+    }
+
+    #[test]
     fn pem_round_trip_keeps_the_key_id() {
         let key = Ed25519Key::generate().unwrap();
         let again = Ed25519Key::from_pkcs8_pem(&key.to_pkcs8_pem().unwrap()).unwrap();
@@ -485,5 +585,19 @@ mod tests {
 
         let short = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"k"}]}"#;
         assert!(verifier.trust_jwks(short, "x").is_err());
+        let duplicate = serde_json::json!({ "keys": [external.public_jwk()] }).to_string();
+        assert!(
+            verifier
+                .trust_jwks(&duplicate, "https://other.test")
+                .is_err(),
+            "kid reuse"
+        );
+        let mut encryption = Ed25519Key::generate().unwrap().public_jwk();
+        encryption["use"] = "enc".into();
+        let only_encryption = serde_json::json!({ "keys": [encryption] }).to_string();
+        assert!(
+            verifier.trust_jwks(&only_encryption, "x").is_err(),
+            "no signing key"
+        );
     }
 }

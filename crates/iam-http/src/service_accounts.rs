@@ -309,7 +309,9 @@ pub async fn list<A: Adapters>(
                     "must be a non-negative integer",
                 )),
             },
-            _ => token = Some(value),
+            "pageToken" => token = Some(value),
+            // body::query admits only LIST_PARAMS, all handled above.
+            _ => {}
         }
     }
     if token.is_some() && offset.is_some() {
@@ -401,16 +403,15 @@ fn parse_create(
     let scope = f
         .required_string("scope")
         .and_then(|raw| f.parse("scope", raw, |s| s.parse::<Scope>()));
-    let scope_id = f
-        .required_string("scopeId")
-        .and_then(|raw| f.parse("scopeId", raw, |s| resource_id::check(&s).map(|()| s)));
+    // Any string: whether it names an organization or project is a business rule (422).
+    let scope_id = f.required_string("scopeId");
     let roles = match f.strings("roles") {
         Presence::Value(raw) => parse_roles(&mut f, raw),
         _ => Vec::new(),
     };
     f.finish()?;
     let (Some(display_name), Some(scope), Some(scope_id)) = (display_name, scope, scope_id) else {
-        // finish() succeeded, so every required field parsed: this cannot happen.
+        tracing::error!("create body passed validation without its required fields");
         return Err(ApiError::internal());
     };
     Ok(CreateServiceAccount {

@@ -278,13 +278,14 @@ impl ServiceAccountStore for PgStore {
         let mut conn = self.conn().await.map_err(StoreError::from)?;
         let result = conn
             .transaction::<_, InsertFailure, _>(async |conn| {
-                // `ON CONFLICT (org_id, id)` makes "id taken" an outcome rather than an error,
-                // whichever unique index Postgres would check first, and also when a
-                // concurrent insert of the same id commits first.
+                // `ON CONFLICT DO NOTHING` makes "id taken" an outcome rather than an error,
+                // whichever unique index Postgres checks first, and also when a concurrent
+                // insert of the same id commits first. It also covers the client id, which is
+                // unique across organizations: after an organization's slug was changed and
+                // reused by another, `{id}@{slug}.iam` can be taken by the other one.
                 let inserted = diesel::insert_into(service_accounts::table)
                     .values(&row)
-                    .on_conflict((service_accounts::org_id, service_accounts::id))
-                    .do_nothing()
+                    .on_conflict_do_nothing()
                     .execute(conn)
                     .await?;
                 if inserted == 0 {

@@ -1,4 +1,4 @@
-//! Server-made identifiers from the operating system's CSPRNG.
+//! Server-made identifiers from the operating system's CSPRNG (through `uuid`'s v4).
 
 use iam_domain::ports::IdGenerator;
 use uuid::Uuid;
@@ -34,12 +34,13 @@ impl IdGenerator for OsIds {
     }
 
     fn random_suffix(&self) -> String {
+        // A v4 UUID is 122 bits from the OS CSPRNG; bytes 6 and 8 carry the version and
+        // variant bits, so take 10 bytes around them: 80 random bits.
+        let uuid = Uuid::new_v4();
+        let b = uuid.as_bytes();
         let mut bytes = [0u8; 10];
-        if getrandom::fill(&mut bytes).is_err() {
-            // Practically unreachable on Linux; a v4 UUID's first 6 bytes are random too.
-            bytes[..6].copy_from_slice(&Uuid::new_v4().as_bytes()[..6]);
-            bytes[6..].copy_from_slice(&Uuid::new_v4().as_bytes()[..4]);
-        }
+        bytes[..6].copy_from_slice(&b[..6]);
+        bytes[6..].copy_from_slice(&b[9..13]);
         base32(&bytes)
     }
 }

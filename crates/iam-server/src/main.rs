@@ -75,7 +75,7 @@ enum TokenAction {
         /// Lifetime: `<n>d`, `<n>h`, `<n>m` or `<n>s`.
         #[arg(long, default_value = "1h")]
         ttl: String,
-        /// `user`, `api_key` or `service_account`.
+        /// `user` or `api_key`.
         #[arg(long, default_value = "user")]
         principal_type: String,
     },
@@ -146,8 +146,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--scope: {e}"))?,
                 scope_id,
                 ttl: directory_file::lifetime(&ttl).context("--ttl")?,
-                kind: PrincipalKind::parse(&principal_type)
-                    .context("--principal-type must be user, api_key or service_account")?,
+                kind: match PrincipalKind::parse(&principal_type) {
+                    Some(PrincipalKind::ServiceAccount) => anyhow::bail!(
+                        "service-account tokens come from the token endpoint, not from token mint"
+                    ),
+                    Some(kind) => kind,
+                    None => anyhow::bail!("--principal-type must be user or api_key"),
+                },
             };
             let key = keys::signing_key(&config)?;
             let jwt = token::mint(&config, &key, &request, SystemClock.now())?;

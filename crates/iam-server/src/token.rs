@@ -2,7 +2,7 @@
 //! setup, scripts and development.
 
 use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope};
-use iam_http::jwt::{AccessClaims, Ed25519Key, TokenSigner};
+use iam_http::jwt::{AccessClaims, Audience, Ed25519Key, TokenSigner};
 use time::{Duration, OffsetDateTime};
 
 use crate::config::Config;
@@ -47,7 +47,7 @@ pub fn mint(
     let claims = AccessClaims {
         sub: request.subject.clone(),
         iss: config.issuer.clone(),
-        aud: config.audience.clone(),
+        aud: Audience::One(config.audience.clone()),
         exp: (now + request.ttl).unix_timestamp(),
         iat,
         nbf: Some(iat),

@@ -81,6 +81,17 @@ async fn missing_malformed_expired_and_untrusted_tokens_get_one_401() {
         )
         .await,
     );
+    // A service-account token (refused until credentials and their liveness checks exist).
+    let mut service_account = TestServer::admin_request();
+    service_account.kind = iam_domain::PrincipalKind::ServiceAccount;
+    bodies.push(
+        assert_401(
+            &server,
+            Some(&server.token_for(&service_account)),
+            "service account",
+        )
+        .await,
+    );
     // Expired: the clock moves past exp + 60 s of leeway.
     server.clock.advance(time::Duration::minutes(17));
     bodies.push(assert_401(&server, Some(&valid), "expired").await);

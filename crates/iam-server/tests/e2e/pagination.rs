@@ -17,7 +17,8 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn cursor_walk_returns_each_account_once_in_order_even_with_concurrent_creates() {
+async fn cursor_walk_returns_each_account_once_in_order_even_when_accounts_are_created_between_pages()
+ {
     let server = TestServer::start().await;
     let admin = server.admin();
     for i in 0..120 {

@@ -280,6 +280,10 @@ async fn business_rule_violations_are_422_with_reasons() {
             json!({"displayName": "x", "scope": "organization", "scopeId": "org-globex"}),
             field("SCOPE_TARGET_NOT_FOUND", "scopeId"),
         ),
+        (
+            json!({"displayName": "x", "scope": "project", "scopeId": "Not An Id!"}),
+            field("SCOPE_TARGET_NOT_FOUND", "scopeId"),
+        ),
     ];
     for (body, expected) in cases {
         let r = server.post(BASE, &admin, &body).await;
@@ -547,6 +551,12 @@ async fn delete_is_204_then_the_account_is_gone() {
     let admin = server.admin();
     server.create_sa(&admin, "sa-d").await;
     let path = format!("{BASE}/sa-d");
+    let first_etag = server
+        .get(&path, &admin)
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
     let deleted = server.delete(&path, &admin).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert!(deleted.text.is_empty());
@@ -559,7 +569,24 @@ async fn delete_is_204_then_the_account_is_gone() {
         StatusCode::NOT_FOUND
     );
     // The id can be reused, and the old ETag does not match the new account.
-    server.create_sa(&admin, "sa-d").await;
+    let recreated = server
+        .post(BASE, &admin, &json!({"id": "sa-d", "displayName": "again", "scope": "organization", "scopeId": "org-acme"}))
+        .await;
+    assert_eq!(recreated.status, StatusCode::CREATED);
+    let stale = server
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&admin),
+            Some(&json!({"displayName": "x"})),
+            &[("if-match", &first_etag)],
+        )
+        .await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "the old account's ETag"
+    );
 }
 
 #[tokio::test]

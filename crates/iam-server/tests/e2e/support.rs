@@ -28,7 +28,6 @@ impl TestClock {
         Self(Arc::new(Mutex::new(now)))
     }
 
-    #[allow(dead_code, reason = "used by later test modules")]
     pub fn advance(&self, by: Duration) {
         *self.0.lock().unwrap() += by;
     }
