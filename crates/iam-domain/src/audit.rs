@@ -26,6 +26,10 @@ pub enum AuditAction {
     ServiceAccountUpdated,
     /// A service account was deleted with its credentials.
     ServiceAccountDeleted,
+    /// A credential (client secret) was created.
+    CredentialCreated,
+    /// A credential was deleted.
+    CredentialDeleted,
 }
 
 impl AuditAction {
@@ -35,6 +39,8 @@ impl AuditAction {
             AuditAction::ServiceAccountCreated => "service_account.create",
             AuditAction::ServiceAccountUpdated => "service_account.update",
             AuditAction::ServiceAccountDeleted => "service_account.delete",
+            AuditAction::CredentialCreated => "credential.create",
+            AuditAction::CredentialDeleted => "credential.delete",
         }
     }
 }

@@ -12,14 +12,17 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::AuditEvent;
+use crate::credential::{Credential, CredentialFilter};
 use crate::organization::{OrgPolicy, OrgSlug, Organization};
+use crate::pagination::Cursor;
 use crate::pagination::{Page, PagePosition, PageRequest};
 use crate::ports::{
-    Adapters, Clock, Directory, IdGenerator, IdempotencyClaim, IdempotencyKey, IdempotencyStore,
-    InsertError, Readiness, ServiceAccountStore, StoreError, StoredResponse, UpdateOutcome,
+    Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, IdempotencyClaim,
+    IdempotencyKey, IdempotencyStore, InsertError, RandomnessUnavailable, Readiness,
+    ServiceAccountStore, StoreError, StoredResponse, UpdateOutcome,
 };
 use crate::principal::{Principal, PrincipalKind};
-use crate::resource_id::{OrgId, ProjectId, ServiceAccountId};
+use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
 use crate::role::RoleSlug;
 use crate::scope::Scope;
 use crate::service_account::{Revision, ServiceAccount, ServiceAccountFilter};
@@ -39,6 +42,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 #[derive(Default)]
 pub struct State {
     pub accounts: Vec<ServiceAccount>,
+    pub credentials: Vec<Credential>,
     pub audit: Vec<AuditEvent>,
     pub orgs: Vec<Organization>,
     pub projects: Vec<(OrgId, ProjectId)>,
@@ -122,13 +126,14 @@ impl ServiceAccountStore for Memory {
         &self,
         tenant: &OrgId,
         id: &ServiceAccountId,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<ServiceAccount>, StoreError>> + Send {
-        let found = self
-            .state()
+        let state = self.state();
+        let found = state
             .accounts
             .iter()
             .find(|a| a.tenant == *tenant && a.id == *id)
-            .cloned();
+            .map(|a| state.with_count(a, now));
         ready(Ok(found))
     }
 
@@ -137,54 +142,19 @@ impl ServiceAccountStore for Memory {
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         page: PageRequest,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<Page<ServiceAccount>, StoreError>> + Send {
-        let mut matching: Vec<ServiceAccount> = self
-            .state()
+        let state = self.state();
+        let matching: Vec<ServiceAccount> = state
             .accounts
             .iter()
             .filter(|a| a.tenant == *tenant)
             .filter(|a| filter.scope.is_none_or(|s| a.scope == s))
             .filter(|a| filter.scope_id.as_ref().is_none_or(|s| a.scope_id == *s))
             .filter(|a| filter.status.is_none_or(|s| a.status == s))
-            .cloned()
+            .map(|a| state.with_count(a, now))
             .collect();
-        matching.sort_by_key(|a| (a.created_at, a.uid));
-        let size = usize::from(page.size.get());
-        let page = match page.position {
-            PagePosition::Offset(offset) => Page {
-                total: Some(matching.len() as u64),
-                items: matching
-                    .into_iter()
-                    .skip(usize::try_from(offset).unwrap())
-                    .take(size)
-                    .collect(),
-                next: None,
-            },
-            PagePosition::After(cursor) => {
-                let rest: Vec<_> = matching
-                    .into_iter()
-                    .filter(|a| {
-                        cursor.is_none_or(|c| (a.created_at, a.uid) > (c.created_at, c.uid))
-                    })
-                    .collect();
-                let more = rest.len() > size;
-                let items: Vec<_> = rest.into_iter().take(size).collect();
-                let next = if more {
-                    items.last().map(|a| crate::pagination::Cursor {
-                        created_at: a.created_at,
-                        uid: a.uid,
-                    })
-                } else {
-                    None
-                };
-                Page {
-                    items,
-                    next,
-                    total: None,
-                }
-            }
-        };
-        ready(Ok(page))
+        ready(Ok(paginate(matching, page, |a| (a.created_at, a.uid))))
     }
 
     fn update(
@@ -221,6 +191,156 @@ impl ServiceAccountStore for Memory {
             .accounts
             .retain(|a| !(a.tenant == *tenant && a.id == *id));
         let deleted = state.accounts.len() < before;
+        if deleted {
+            // Like the database's ON DELETE CASCADE.
+            state
+                .credentials
+                .retain(|c| !(c.tenant == *tenant && c.service_account_id == *id));
+            state.audit.push(audit.clone());
+        }
+        ready(Ok(deleted))
+    }
+}
+
+impl State {
+    fn with_count(&self, account: &ServiceAccount, now: OffsetDateTime) -> ServiceAccount {
+        let active = self
+            .credentials
+            .iter()
+            .filter(|c| c.service_account_uid == account.uid && c.expires_at > now)
+            .count();
+        ServiceAccount {
+            active_credential_count: u32::try_from(active).unwrap(),
+            ..account.clone()
+        }
+    }
+}
+
+/// Cursor or offset paging of `items` ordered by `key`, as the store contract describes.
+fn paginate<T>(
+    mut items: Vec<T>,
+    page: PageRequest,
+    key: impl Fn(&T) -> (OffsetDateTime, Uuid),
+) -> Page<T> {
+    items.sort_by_key(|item| key(item));
+    let size = usize::from(page.size.get());
+    match page.position {
+        PagePosition::Offset(offset) => Page {
+            total: Some(items.len() as u64),
+            items: items
+                .into_iter()
+                .skip(usize::try_from(offset).unwrap())
+                .take(size)
+                .collect(),
+            next: None,
+        },
+        PagePosition::After(cursor) => {
+            let rest: Vec<T> = items
+                .into_iter()
+                .filter(|item| cursor.is_none_or(|c| key(item) > (c.created_at, c.uid)))
+                .collect();
+            let more = rest.len() > size;
+            let items: Vec<T> = rest.into_iter().take(size).collect();
+            let next = items.last().filter(|_| more).map(|last| {
+                let (created_at, uid) = key(last);
+                Cursor { created_at, uid }
+            });
+            Page {
+                items,
+                next,
+                total: None,
+            }
+        }
+    }
+}
+
+impl CredentialStore for Memory {
+    fn insert_within_cap(
+        &self,
+        credential: &Credential,
+        cap: u32,
+        now: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<CapOutcome, StoreError>> + Send {
+        let mut state = self.state();
+        let outcome = if !state
+            .accounts
+            .iter()
+            .any(|a| a.uid == credential.service_account_uid)
+        {
+            CapOutcome::AccountGone
+        } else if state
+            .credentials
+            .iter()
+            .filter(|c| {
+                c.service_account_uid == credential.service_account_uid && c.expires_at > now
+            })
+            .count()
+            >= usize::try_from(cap).unwrap()
+        {
+            CapOutcome::LimitReached
+        } else {
+            state.credentials.push(credential.clone());
+            state.audit.push(audit.clone());
+            CapOutcome::Inserted
+        };
+        ready(Ok(outcome))
+    }
+
+    fn get(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<Option<Credential>, StoreError>> + Send {
+        let found = self
+            .state()
+            .credentials
+            .iter()
+            .find(|c| c.tenant == *tenant && c.service_account_id == *account && c.id == *id)
+            .cloned();
+        ready(Ok(found))
+    }
+
+    fn list(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<Page<Credential>>, StoreError>> + Send {
+        let state = self.state();
+        let exists = state
+            .accounts
+            .iter()
+            .any(|a| a.tenant == *tenant && a.id == *account);
+        let result = exists.then(|| {
+            let matching: Vec<Credential> = state
+                .credentials
+                .iter()
+                .filter(|c| c.tenant == *tenant && c.service_account_id == *account)
+                .filter(|c| filter.status.is_none_or(|s| c.status(now) == s))
+                .cloned()
+                .collect();
+            paginate(matching, page, |c| (c.created_at, c.uid))
+        });
+        ready(Ok(result))
+    }
+
+    fn delete(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let mut state = self.state();
+        let before = state.credentials.len();
+        state
+            .credentials
+            .retain(|c| !(c.tenant == *tenant && c.service_account_id == *account && c.id == *id));
+        let deleted = state.credentials.len() < before;
         if deleted {
             state.audit.push(audit.clone());
         }
@@ -292,12 +412,20 @@ impl IdGenerator for SeqIds {
         let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
         format!("{n:0>16}").replace('0', "a")
     }
+
+    fn secret_bytes(&self) -> Result<[u8; 32], RandomnessUnavailable> {
+        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&n.to_be_bytes());
+        Ok(bytes)
+    }
 }
 
 pub struct Fakes;
 
 impl Adapters for Fakes {
     type Store = Memory;
+    type Credentials = Memory;
     type Directory = Memory;
     type Idempotency = Memory;
     type Readiness = Memory;

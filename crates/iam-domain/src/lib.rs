@@ -3,7 +3,8 @@
 //! The pure core of the IAM service-account service: the resource model (organizations and
 //! their policy, projects, roles, service accounts), the calling [`Principal`], every
 //! authorization and validation rule of the contract, and the use cases that apply them
-//! ([`ServiceAccountAdmin`]).
+//! ([`ServiceAccountAdmin`], [`CredentialAdmin`]). Client secrets ([`client_secret`]) are
+//! generated, checked offline and hashed here too: pure functions of their inputs.
 //!
 //! Nothing here performs I/O. Storage, time and randomness are reached through the port traits
 //! in [`ports`]; adapters (`iam-postgres`, `iam-server`) implement them and the HTTP adapter
@@ -11,6 +12,9 @@
 //! or async runtime — `cargo xtask ci` checks that.
 
 pub mod audit;
+pub mod client_secret;
+pub mod credential;
+pub mod credential_admin;
 pub mod organization;
 pub mod pagination;
 pub mod ports;
@@ -26,10 +30,13 @@ pub mod validation;
 mod fakes;
 
 pub use audit::{AuditAction, AuditEvent, RequestContext};
+pub use client_secret::{ClientSecret, MalformedSecret, SecretHash, SecretHasher};
+pub use credential::{Credential, CredentialFilter, CredentialStatus};
+pub use credential_admin::{CreatedCredential, CredentialAdmin};
 pub use organization::{OrgPolicy, OrgSlug, Organization, PolicyError};
 pub use pagination::{Cursor, Page, PagePosition, PageRequest, PageSize};
 pub use principal::{Principal, PrincipalKind};
-pub use resource_id::{OrgId, ProjectId, ServiceAccountId};
+pub use resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
 pub use role::RoleSlug;
 pub use scope::Scope;
 pub use service_account::{

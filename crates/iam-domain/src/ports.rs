@@ -11,9 +11,10 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::AuditEvent;
+use crate::credential::{Credential, CredentialFilter};
 use crate::organization::Organization;
 use crate::pagination::{Page, PageRequest};
-use crate::resource_id::{OrgId, ProjectId, ServiceAccountId};
+use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
 use crate::role::RoleSlug;
 use crate::service_account::{Revision, ServiceAccount, ServiceAccountFilter};
 
@@ -37,18 +38,32 @@ pub trait Clock: Send + Sync + 'static {
     /// The current time truncated to the microsecond precision storage keeps, so that what
     /// is returned to a client equals what a later read returns.
     fn now_micros(&self) -> OffsetDateTime {
-        let now = self.now();
-        now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-            .unwrap_or(now)
+        to_storage_precision(self.now())
     }
 }
 
-/// The source of server-made identifiers.
+/// `at` truncated to microseconds, the precision storage keeps.
+pub fn to_storage_precision(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at)
+}
+
+/// The OS random source failed (practically never on Linux); the request may be retried.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the operating system's random source failed")]
+pub struct RandomnessUnavailable;
+
+/// The source of server-made identifiers and secret material.
 pub trait IdGenerator: Send + Sync + 'static {
     /// A fresh random UUID v4.
     fn uid(&self) -> Uuid;
     /// 16 random characters of lowercase RFC 4648 base32 (`a-z`, `2-7`), 80 bits.
     fn random_suffix(&self) -> String;
+    /// 32 bytes from the operating system's CSPRNG, for a client secret.
+    ///
+    /// # Errors
+    /// [`RandomnessUnavailable`] when the OS random source fails.
+    fn secret_bytes(&self) -> Result<[u8; 32], RandomnessUnavailable>;
 }
 
 /// Organizations, projects and role catalogs (managed by operators through the directory file).
@@ -118,7 +133,8 @@ pub trait ServiceAccountStore: Send + Sync + 'static {
         audit: &AuditEvent,
     ) -> impl Future<Output = Result<(), InsertError>> + Send;
 
-    /// The account `id` of `tenant`, with its `active_credential_count`.
+    /// The account `id` of `tenant`, with its `active_credential_count`: the number of its
+    /// credentials with `expires_at > now`.
     ///
     /// # Errors
     /// [`StoreError`] only for backend failures; a missing account is `Ok(None)`.
@@ -126,9 +142,11 @@ pub trait ServiceAccountStore: Send + Sync + 'static {
         &self,
         tenant: &OrgId,
         id: &ServiceAccountId,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<ServiceAccount>, StoreError>> + Send;
 
-    /// One page of `tenant`'s accounts matching `filter`, ordered by `(created_at, uid)`.
+    /// One page of `tenant`'s accounts matching `filter`, ordered by `(created_at, uid)`,
+    /// each with its `active_credential_count` at `now` (as for [`Self::get`]).
     ///
     /// In cursor mode the page holds the items strictly after the cursor and `next` is set iff
     /// more matching items exist; `total` is `None`. In offset mode `total` counts all matching
@@ -141,6 +159,7 @@ pub trait ServiceAccountStore: Send + Sync + 'static {
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         page: PageRequest,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<Page<ServiceAccount>, StoreError>> + Send;
 
     /// Replaces the mutable fields, `updated_at` and `revision` of the row with `account.uid`
@@ -164,6 +183,77 @@ pub trait ServiceAccountStore: Send + Sync + 'static {
         &self,
         tenant: &OrgId,
         id: &ServiceAccountId,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Outcome of [`CredentialStore::insert_within_cap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapOutcome {
+    /// Stored (with its audit event).
+    Inserted,
+    /// The account already has `cap` credentials active at `now`; nothing stored.
+    LimitReached,
+    /// The account no longer exists; nothing stored.
+    AccountGone,
+}
+
+/// Persistence of credentials. Every mutation writes its audit event in the same transaction.
+pub trait CredentialStore: Send + Sync + 'static {
+    /// Stores `credential` and `audit` if its service account (`credential.service_account_uid`
+    /// in `credential.tenant`) still exists and has fewer than `cap` credentials with
+    /// `expires_at > now`.
+    ///
+    /// The check and the insert MUST be atomic under any concurrency and across any number of
+    /// server instances (lock the account row in the same transaction).
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures; the cap and a vanished account are outcomes.
+    fn insert_within_cap(
+        &self,
+        credential: &Credential,
+        cap: u32,
+        now: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<CapOutcome, StoreError>> + Send;
+
+    /// Credential `id` of account `account` in `tenant`; `None` when the account or the
+    /// credential is missing, or the credential belongs to another account.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn get(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<Option<Credential>, StoreError>> + Send;
+
+    /// One page of account `account`'s credentials matching `filter` at `now`, ordered by
+    /// `(created_at, uid)`, with the paging rules of [`ServiceAccountStore::list`]; `None` when
+    /// the account does not exist in `tenant`.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn list(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<Page<Credential>>, StoreError>> + Send;
+
+    /// Deletes credential `id` of account `account` in `tenant` and stores `audit`;
+    /// `Ok(false)` (and no audit event) when there was no such credential.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn delete(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
         audit: &AuditEvent,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
@@ -265,6 +355,8 @@ pub trait Readiness: Send + Sync + 'static {
 pub trait Adapters: Send + Sync + 'static {
     /// Service-account persistence.
     type Store: ServiceAccountStore;
+    /// Credential persistence.
+    type Credentials: CredentialStore;
     /// Organizations, projects, roles.
     type Directory: Directory;
     /// Idempotency records.

@@ -91,6 +91,10 @@ resource_id!(
     /// A service account id such as `sa-pipeline-prod`, unique within its organization.
     ServiceAccountId
 );
+resource_id!(
+    /// A credential id such as `cred-k3j2m4n5p6q7r2s3`, unique within its organization.
+    CredentialId
+);
 
 #[cfg(test)]
 mod tests {

@@ -49,6 +49,10 @@ pub enum ViolationReason {
     RoleNotHeld,
     /// The caller's organization is not in the directory.
     TenantNotProvisioned,
+    /// A credential's `expiresAt` is not in the future.
+    ExpiryInPast,
+    /// A credential's `expiresAt` is beyond the org's maximum lifetime.
+    ExpiryExceedsMax,
 }
 
 impl ViolationReason {
@@ -60,6 +64,8 @@ impl ViolationReason {
             ViolationReason::RoleNotFound => "ROLE_NOT_FOUND",
             ViolationReason::RoleNotHeld => "ROLE_NOT_HELD",
             ViolationReason::TenantNotProvisioned => "TENANT_NOT_PROVISIONED",
+            ViolationReason::ExpiryInPast => "EXPIRY_IN_PAST",
+            ViolationReason::ExpiryExceedsMax => "EXPIRY_EXCEEDS_MAX",
         }
     }
 }
@@ -85,6 +91,12 @@ pub enum AdminError {
     /// A concurrent change won the race (no `If-Match` was given); retry.
     #[error("the service account was changed concurrently")]
     ConcurrentModification,
+    /// The service account already has the most active credentials its org allows.
+    #[error("the service account already has {cap} active credentials")]
+    CredentialLimitReached {
+        /// The org's `maxActiveCredentials`.
+        cap: u32,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -170,7 +182,10 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         if !caller.is_tenant_admin(&self.admin_role) {
             return Err(AdminError::Forbidden);
         }
-        Ok(self.store.list(&caller.tenant, filter, page).await?)
+        Ok(self
+            .store
+            .list(&caller.tenant, filter, page, self.clock.now_micros())
+            .await?)
     }
 
     /// Creates an account in the caller's tenant.
@@ -247,7 +262,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
     pub async fn get(&self, caller: &Principal, id: &str) -> Result<ServiceAccount, AdminError> {
         let id = self.visible_id(caller, id)?;
         self.store
-            .get(&caller.tenant, &id)
+            .get(&caller.tenant, &id, self.clock.now_micros())
             .await?
             .ok_or(AdminError::NotFound)
     }
@@ -271,7 +286,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         let id = self.visible_id(caller, id)?;
         let current = self
             .store
-            .get(&caller.tenant, &id)
+            .get(&caller.tenant, &id, self.clock.now_micros())
             .await?
             .ok_or(AdminError::NotFound)?;
         if let Precondition::OneOf(tags) = precondition {
@@ -358,13 +373,8 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         }
     }
 
-    /// The parsed id of an account the caller may see; everything else is "not found", so
-    /// a non-admin cannot tell an existing account from a missing one.
     fn visible_id(&self, caller: &Principal, raw: &str) -> Result<ServiceAccountId, AdminError> {
-        if !caller.is_tenant_admin(&self.admin_role) {
-            return Err(AdminError::NotFound);
-        }
-        ServiceAccountId::parse(raw).map_err(|_| AdminError::NotFound)
+        visible_account_id(caller, &self.admin_role, raw)
     }
 
     async fn scope_violations(
@@ -465,7 +475,20 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
     }
 }
 
-fn tenant_not_provisioned(caller: &Principal) -> AdminError {
+/// The parsed id of an account the caller may see; everything else is "not found", so a
+/// non-admin cannot tell an existing account from a missing one.
+pub(crate) fn visible_account_id(
+    caller: &Principal,
+    admin_role: &RoleSlug,
+    raw: &str,
+) -> Result<ServiceAccountId, AdminError> {
+    if !caller.is_tenant_admin(admin_role) {
+        return Err(AdminError::NotFound);
+    }
+    ServiceAccountId::parse(raw).map_err(|_| AdminError::NotFound)
+}
+
+pub(crate) fn tenant_not_provisioned(caller: &Principal) -> AdminError {
     AdminError::Rejected(vec![Violation {
         reason: ViolationReason::TenantNotProvisioned,
         field: None,

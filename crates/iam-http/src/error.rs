@@ -240,6 +240,13 @@ impl From<AdminError> for ApiError {
                 "the service account was changed concurrently; retry",
                 vec![ErrorDetail::reason("CONCURRENT_MODIFICATION")],
             ),
+            AdminError::CredentialLimitReached { cap } => Self::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "the service account already has {cap} active credentials; delete one first"
+                ),
+                vec![ErrorDetail::reason("CREDENTIAL_LIMIT_REACHED")],
+            ),
             AdminError::Store(error) => error.into(),
         }
     }

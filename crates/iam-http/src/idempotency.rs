@@ -4,7 +4,8 @@
 //! Keys belong to the caller (tenant + subject). The fingerprint covers method, path and the
 //! exact body bytes; the same key with another request is 422 `IDEMPOTENCY_KEY_REUSED`; a retry
 //! while the first request still runs is 409 `IDEMPOTENCY_KEY_IN_PROGRESS`. Successes and 4xx
-//! answers are recorded; 5xx answers release the key so a retry can do the work.
+//! answers are recorded, their bodies sealed ([`crate::sealing`]) since they may hold a client
+//! secret; 5xx answers release the key so a retry can do the work.
 
 use std::future::Future;
 
@@ -84,7 +85,11 @@ where
         .await?
     {
         IdempotencyClaim::Claimed => {}
-        IdempotencyClaim::Replay(stored) => {
+        IdempotencyClaim::Replay(mut stored) => {
+            stored.body = state.sealer.open(&key, &stored.body).map_err(|e| {
+                tracing::error!(error = %e, "a recorded idempotent response does not open");
+                ApiError::internal()
+            })?;
             return Ok(Reply::from_stored(stored)
                 .header(IDEMPOTENT_REPLAYED, "true")
                 .into_response());
@@ -119,13 +124,22 @@ where
             return Err(error);
         }
     };
-    if let Err(error) = state
-        .idempotency
-        .complete(&key, now, &reply.to_stored())
-        .await
-    {
-        // The work is done; the client gets its answer, only a retry would redo it.
-        tracing::warn!(%error, "could not record idempotent response");
+    // The work is done: whatever happens to the record, the client gets its answer (only a
+    // retry would redo the work).
+    let mut stored = reply.to_stored();
+    match state.sealer.seal(&key, &stored.body) {
+        Ok(sealed) => {
+            stored.body = sealed;
+            if let Err(error) = state.idempotency.complete(&key, now, &stored).await {
+                tracing::warn!(%error, "could not record idempotent response");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not seal idempotent response; releasing the key");
+            if let Err(error) = state.idempotency.release(&key, now).await {
+                tracing::warn!(%error, "could not release idempotency key");
+            }
+        }
     }
     Ok(reply.into_response())
 }

@@ -9,28 +9,36 @@
 
 pub mod body;
 pub mod caller;
+pub mod credentials;
 pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod jwt;
 pub mod openapi;
 pub mod page_token;
+pub mod paging;
 pub mod reply;
 pub mod request_id;
+pub mod sealing;
 pub mod service_accounts;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use iam_domain::ServiceAccountAdmin;
 use iam_domain::ports::Adapters;
+use iam_domain::{CredentialAdmin, ServiceAccountAdmin};
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::page_token::PageTokenCodec;
+use crate::sealing::ResponseSealer;
 
 /// Shared state of the routes.
 pub struct AppState<A: Adapters> {
     /// The service-account use cases.
     pub admin: ServiceAccountAdmin<A>,
+    /// The credential use cases.
+    pub credentials: CredentialAdmin<A>,
+    /// Seals recorded idempotent responses.
+    pub sealer: ResponseSealer,
     /// Idempotency records.
     pub idempotency: A::Idempotency,
     /// Storage readiness.
@@ -69,6 +77,18 @@ pub fn configure<A: Adapters>(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(sa::get::<A>))
                 .route(web::patch().to(sa::update::<A>))
                 .route(web::delete().to(sa::delete::<A>))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource(format!("{}/{{saId}}/credentials", sa::BASE_PATH))
+                .route(web::get().to(credentials::list::<A>))
+                .route(web::post().to(credentials::create::<A>))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource(format!("{}/{{saId}}/credentials/{{id}}", sa::BASE_PATH))
+                .route(web::get().to(credentials::get::<A>))
+                .route(web::delete().to(credentials::delete::<A>))
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));

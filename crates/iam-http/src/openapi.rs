@@ -7,7 +7,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, ErrorEnvelope};
-use crate::{health, service_accounts};
+use crate::{credentials, health, service_accounts};
 
 /// The API description served at `GET /openapi.json`.
 #[derive(OpenApi)]
@@ -22,6 +22,10 @@ use crate::{health, service_accounts};
         service_accounts::get,
         service_accounts::update,
         service_accounts::delete,
+        credentials::list,
+        credentials::create,
+        credentials::get,
+        credentials::delete,
         health::healthz,
         health::readyz,
     ),
@@ -30,12 +34,18 @@ use crate::{health, service_accounts};
         service_accounts::ServiceAccountList,
         service_accounts::CreateServiceAccountBody,
         service_accounts::PatchServiceAccountBody,
+        credentials::CredentialView,
+        credentials::CredentialList,
+        credentials::CreateCredentialBody,
         ErrorEnvelope,
         ErrorBody,
         ErrorDetail,
     )),
     modifiers(&Conventions),
-    tags((name = "ServiceAccounts", description = "Machine principals of an organization."))
+    tags(
+        (name = "ServiceAccounts", description = "Machine principals of an organization."),
+        (name = "Credentials", description = "Client secrets of a service account."),
+    )
 )]
 pub struct ApiDoc;
 
@@ -102,6 +112,6 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 7);
+        assert_eq!(operations, 11);
     }
 }

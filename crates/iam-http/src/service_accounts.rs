@@ -13,9 +13,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use iam_domain::ports::Adapters;
 use iam_domain::service_account_admin::{Precondition, entity_tag};
 use iam_domain::{
-    CreateServiceAccount, Description, DisplayName, PagePosition, PageRequest, PageSize,
-    RequestContext, RoleSlug, Scope, ServiceAccount, ServiceAccountFilter, ServiceAccountId,
-    ServiceAccountPatch, ServiceAccountStatus, resource_id,
+    CreateServiceAccount, Description, DisplayName, RequestContext, RoleSlug, Scope,
+    ServiceAccount, ServiceAccountFilter, ServiceAccountId, ServiceAccountPatch,
+    ServiceAccountStatus, resource_id,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -27,6 +27,7 @@ use crate::body::{self, Fields, Presence};
 use crate::caller::Caller;
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
 use crate::idempotency;
+use crate::paging::PageQuery;
 use crate::reply::Reply;
 use crate::request_id::RequestId;
 
@@ -216,7 +217,8 @@ const READ_ONLY_FIELDS: &[&str] = &[
     "activeCredentialCount",
 ];
 
-fn context(req: &HttpRequest) -> RequestContext {
+/// The audit context of a request.
+pub(crate) fn context(req: &HttpRequest) -> RequestContext {
     RequestContext {
         request_id: RequestId::of(req),
         source_ip: req.peer_addr().map(|a| a.ip()),
@@ -273,9 +275,11 @@ pub async fn list<A: Adapters>(
     let params = body::query(req.query_string(), LIST_PARAMS)?;
     let mut errors: Vec<ErrorDetail> = Vec::new();
     let mut filter = ServiceAccountFilter::default();
-    let mut size = PageSize::default();
-    let (mut token, mut offset) = (None, None);
+    let mut paging = PageQuery::default();
     for (name, value) in params {
+        if paging.take(&name, &value, &mut errors) {
+            continue;
+        }
         match name.as_str() {
             "scope" => match value.parse() {
                 Ok(scope) => filter.scope = Some(scope),
@@ -289,62 +293,16 @@ pub async fn list<A: Adapters>(
                 Ok(()) => filter.scope_id = Some(value),
                 Err(e) => errors.push(ErrorDetail::invalid(name, e)),
             },
-            "pageSize" => match value
-                .parse::<i64>()
-                .map_err(|_| ())
-                .and_then(|n| PageSize::new(n).map_err(|_| ()))
-            {
-                Ok(s) => size = s,
-                Err(()) => errors.push(ErrorDetail::field(
-                    name,
-                    "OUT_OF_RANGE",
-                    "must be an integer between 1 and 500",
-                )),
-            },
-            "offset" => match value.parse::<u64>() {
-                Ok(n) if i64::try_from(n).is_ok() => offset = Some(n),
-                _ => errors.push(ErrorDetail::field(
-                    name,
-                    "OUT_OF_RANGE",
-                    "must be a non-negative integer",
-                )),
-            },
-            "pageToken" => token = Some(value),
             // body::query admits only LIST_PARAMS, all handled above.
             _ => {}
         }
     }
-    if token.is_some() && offset.is_some() {
-        errors.push(ErrorDetail::field(
-            "pageToken",
-            "MUTUALLY_EXCLUSIVE",
-            "pageToken and offset cannot be combined",
-        ));
-    }
     let binding = page_binding(caller.tenant.as_str(), &filter);
-    let position = match (offset, token) {
-        (Some(offset), _) => PagePosition::Offset(offset),
-        (None, Some(token)) => {
-            if let Ok(cursor) = state.page_tokens.decode(&token, &binding) {
-                PagePosition::After(Some(cursor))
-            } else {
-                errors.push(ErrorDetail::field(
-                    "pageToken",
-                    "INVALID_PAGE_TOKEN",
-                    "the page token is malformed, altered, or was issued for other filters",
-                ));
-                PagePosition::After(None)
-            }
-        }
-        (None, None) => PagePosition::After(None),
-    };
+    let request = paging.request(&state.page_tokens, &binding, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::bad_request(errors));
     }
-    let page = state
-        .admin
-        .list(&caller, &filter, PageRequest { size, position })
-        .await?;
+    let page = state.admin.list(&caller, &filter, request).await?;
     let body = ServiceAccountList {
         service_accounts: page.items.iter().map(ServiceAccountView::from).collect(),
         next_page_token: page.next.map(|c| state.page_tokens.encode(&c, &binding)),

@@ -6,6 +6,7 @@
 //! - [`PgPool`] / [`PgConfig`]: the pool, with explicit connect and checkout timeouts.
 //! - [`PgStore`]: one cheaply cloneable handle implementing
 //!   [`ServiceAccountStore`](iam_domain::ports::ServiceAccountStore),
+//!   [`CredentialStore`](iam_domain::ports::CredentialStore),
 //!   [`Directory`](iam_domain::ports::Directory),
 //!   [`IdempotencyStore`](iam_domain::ports::IdempotencyStore) and
 //!   [`Readiness`](iam_domain::ports::Readiness), plus operator operations
@@ -21,6 +22,7 @@
 //! fresh database cloned from a migrated template (it reads `DATABASE_URL`).
 
 mod audit;
+mod credential_store;
 mod directory;
 mod error;
 mod idempotency;

@@ -15,6 +15,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    credentials (uid) {
+        uid -> Uuid,
+        org_id -> Text,
+        service_account_uid -> Uuid,
+        id -> Text,
+        secret_hash -> Bytea,
+        expires_at -> Timestamptz,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        last_used_ip -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     idempotency_keys (org_id, subject, key) {
         org_id -> Text,
         subject -> Text,
@@ -76,12 +91,14 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(credentials -> service_accounts (service_account_uid));
 diesel::joinable!(projects -> organizations (org_id));
 diesel::joinable!(roles -> organizations (org_id));
 diesel::joinable!(service_accounts -> organizations (org_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
+    credentials,
     idempotency_keys,
     organizations,
     projects,

@@ -3,8 +3,14 @@
 //! Reads (get, list) are one statement each, outside any transaction. Every mutation writes
 //! its audit event in the same transaction as the change. Listing uses keyset pagination on
 //! the index `service_accounts_page_idx (org_id, created_at, uid)`.
+//!
+//! Every account read carries its `active_credential_count`, computed in the same statement by
+//! a correlated scalar subquery (an index-only range scan of `credentials_active_idx` per
+//! account): `(SELECT count(*) FROM credentials WHERE service_account_uid =
+//! service_accounts.uid AND expires_at > $now LIMIT 1)`. (The `LIMIT 1` is diesel's
+//! `single_value`; a count has one row anyway.)
 
-use diesel::dsl::count_star;
+use diesel::dsl::{AsSelect, count_star};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
@@ -23,7 +29,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::error::{DbError, corrupt};
 use crate::keyset::row_greater_than;
-use crate::schema::service_accounts;
+use crate::schema::{credentials, service_accounts};
 use crate::store::PgStore;
 
 /// Why the insert transaction was rolled back.
@@ -80,7 +86,8 @@ impl ServiceAccountRow {
         })
     }
 
-    fn into_domain(self) -> Result<ServiceAccount, StoreError> {
+    /// The account, with `active_credential_count` as read alongside the row.
+    fn into_domain(self, active_credentials: Option<i64>) -> Result<ServiceAccount, StoreError> {
         let uid = self.uid;
         let bad = |field: &str, e: &dyn std::fmt::Display| {
             corrupt(format_args!("service account {uid}: {field}: {e}"))
@@ -113,8 +120,10 @@ impl ServiceAccountRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             revision: Revision(u64::try_from(self.revision).map_err(|e| bad("revision", &e))?),
-            // Credentials arrive in a later change; until then no account has any.
-            active_credential_count: 0,
+            // `count(*)` always yields a row, so `None` cannot happen.
+            active_credential_count: active_credentials
+                .ok_or_else(|| bad("active_credential_count", &"NULL"))
+                .and_then(|n| u32::try_from(n).map_err(|e| bad("active_credential_count", &e)))?,
         })
     }
 }
@@ -128,6 +137,28 @@ fn revision_to_row(revision: Revision) -> Result<i64, StoreError> {
         StoreError::Unexpected(format!("revision {} does not fit a bigint", revision.0).into())
     })
 }
+
+/// `(SELECT count(*) FROM credentials c WHERE c.service_account_uid = service_accounts.uid
+/// AND c.expires_at > now LIMIT 1)`: the account's active credentials at `now`, as a
+/// correlated scalar subquery (no `sql()` fragment, so the statement stays cacheable).
+#[diesel::dsl::auto_type]
+fn active_credential_count(now: OffsetDateTime) -> _ {
+    credentials::table
+        .filter(credentials::service_account_uid.eq(service_accounts::uid))
+        .filter(credentials::expires_at.gt(now))
+        .select(count_star())
+        .single_value()
+}
+
+/// What every account read selects: the row and its active credential count at `now`.
+type AccountSelection = (AsSelect<ServiceAccountRow, Pg>, active_credential_count);
+
+fn account_selection(now: OffsetDateTime) -> AccountSelection {
+    (ServiceAccountRow::as_select(), active_credential_count(now))
+}
+
+/// A row read with [`account_selection`].
+type AccountRead = (ServiceAccountRow, Option<i64>);
 
 /// The accounts of `tenant` matching `filter`, as a boxed query other clauses can be added to.
 fn filtered<'a>(
@@ -175,9 +206,9 @@ fn cursor_page<'a>(
         .limit(limit)
 }
 
-fn rows_into_domain(rows: Vec<ServiceAccountRow>) -> Result<Vec<ServiceAccount>, StoreError> {
+fn rows_into_domain(rows: Vec<AccountRead>) -> Result<Vec<ServiceAccount>, StoreError> {
     rows.into_iter()
-        .map(ServiceAccountRow::into_domain)
+        .map(|(row, active)| row.into_domain(active))
         .collect()
 }
 
@@ -188,13 +219,14 @@ impl PgStore {
         filter: &ServiceAccountFilter,
         after: Option<Cursor>,
         size: u16,
+        now: OffsetDateTime,
     ) -> Result<Page<ServiceAccount>, StoreError> {
         // One more than asked: whether it exists decides `next`.
         let limit = i64::from(size) + 1;
         let size = usize::from(size);
         let mut conn = self.conn().await?;
-        let mut rows: Vec<ServiceAccountRow> = cursor_page(tenant, filter, after, limit)
-            .select(ServiceAccountRow::as_select())
+        let mut rows: Vec<AccountRead> = cursor_page(tenant, filter, after, limit)
+            .select(account_selection(now))
             .load(&mut conn)
             .await
             .map_err(DbError::from)?;
@@ -222,6 +254,7 @@ impl PgStore {
         filter: &ServiceAccountFilter,
         offset: u64,
         size: u16,
+        now: OffsetDateTime,
     ) -> Result<Page<ServiceAccount>, StoreError> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let conn = self.conn().await?;
@@ -233,8 +266,8 @@ impl PgStore {
             ))
             .offset(offset)
             .limit(i64::from(size))
-            .select(ServiceAccountRow::as_select())
-            .load::<ServiceAccountRow>(&mut &*conn);
+            .select(account_selection(now))
+            .load::<AccountRead>(&mut &*conn);
         let total = filtered(tenant, filter)
             .select(count_star())
             .get_result::<i64>(&mut &*conn);
@@ -257,9 +290,10 @@ impl PgStore {
         filter: &ServiceAccountFilter,
         after: Option<Cursor>,
         size: u16,
+        now: OffsetDateTime,
     ) -> Result<Vec<String>, StoreError> {
-        let query = cursor_page(tenant, filter, after, i64::from(size) + 1)
-            .select(ServiceAccountRow::as_select());
+        let query =
+            cursor_page(tenant, filter, after, i64::from(size) + 1).select(account_selection(now));
         let mut conn = self.conn().await?;
         Ok(crate::test_support::Explain(query)
             .load::<String>(&mut conn)
@@ -306,17 +340,18 @@ impl ServiceAccountStore for PgStore {
         &self,
         tenant: &OrgId,
         id: &ServiceAccountId,
+        now: OffsetDateTime,
     ) -> Result<Option<ServiceAccount>, StoreError> {
         let mut conn = self.conn().await?;
         let row = service_accounts::table
             .filter(service_accounts::org_id.eq(tenant.as_str()))
             .filter(service_accounts::id.eq(id.as_str()))
-            .select(ServiceAccountRow::as_select())
-            .first::<ServiceAccountRow>(&mut conn)
+            .select(account_selection(now))
+            .first::<AccountRead>(&mut conn)
             .await
             .optional()
             .map_err(DbError::from)?;
-        row.map(ServiceAccountRow::into_domain).transpose()
+        row.map(|(row, active)| row.into_domain(active)).transpose()
     }
 
     async fn list(
@@ -324,14 +359,15 @@ impl ServiceAccountStore for PgStore {
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         page: PageRequest,
+        now: OffsetDateTime,
     ) -> Result<Page<ServiceAccount>, StoreError> {
         match page.position {
             PagePosition::After(after) => {
-                self.list_cursor(tenant, filter, after, page.size.get())
+                self.list_cursor(tenant, filter, after, page.size.get(), now)
                     .await
             }
             PagePosition::Offset(offset) => {
-                self.list_offset(tenant, filter, offset, page.size.get())
+                self.list_offset(tenant, filter, offset, page.size.get(), now)
                     .await
             }
         }
@@ -412,5 +448,45 @@ impl ServiceAccountStore for PgStore {
             .await
             .map_err(DbError::from)?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::query_builder::QueryFragment;
+    use time::macros::datetime;
+
+    use super::*;
+
+    /// Whether diesel may keep `query` as a prepared statement (no `sql()` fragment etc.).
+    fn cacheable(query: &impl QueryFragment<Pg>) -> bool {
+        query.is_safe_to_cache_prepared(&Pg).unwrap_or(false)
+    }
+
+    #[test]
+    fn reads_with_the_credential_count_are_one_cacheable_statement() {
+        let tenant = OrgId::parse("org-a").unwrap();
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let after = Some(Cursor {
+            created_at: now,
+            uid: Uuid::nil(),
+        });
+        let page = cursor_page(&tenant, &ServiceAccountFilter::default(), after, 51)
+            .select(account_selection(now));
+        let sql = diesel::debug_query::<Pg, _>(&page).to_string();
+        assert!(
+            sql.contains(
+                "(SELECT COUNT(*) FROM \"credentials\" WHERE ((\"credentials\".\"service_account_uid\" \
+                 = \"service_accounts\".\"uid\") AND (\"credentials\".\"expires_at\" > $"
+            ),
+            "{sql}"
+        );
+        assert!(cacheable(&page), "{sql}");
+
+        let get = service_accounts::table
+            .filter(service_accounts::org_id.eq(tenant.as_str()))
+            .filter(service_accounts::id.eq("sa-a"))
+            .select(account_selection(now));
+        assert!(cacheable(&get));
     }
 }

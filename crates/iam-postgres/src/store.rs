@@ -6,8 +6,9 @@ use diesel_async::pooled_connection::deadpool::Object;
 use crate::error::DbError;
 use crate::pool::{PgConfig, PgPool, PoolBuildError};
 
-/// The Postgres implementation of the storage ports (`ServiceAccountStore`, `Directory`,
-/// `IdempotencyStore`, `Readiness`). Cloning it is cheap: clones share one [`PgPool`].
+/// The Postgres implementation of the storage ports (`ServiceAccountStore`,
+/// `CredentialStore`, `Directory`, `IdempotencyStore`, `Readiness`). Cloning it is cheap:
+/// clones share one [`PgPool`].
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use iam_domain::ServiceAccountAdmin;
+use anyhow::Context as _;
 use iam_domain::ports::{Adapters, Clock};
+use iam_domain::{CredentialAdmin, SecretHasher, ServiceAccountAdmin};
 use iam_http::caller::Authenticator;
 use iam_http::page_token::PageTokenCodec;
+use iam_http::sealing::ResponseSealer;
 use iam_http::{AppState, request_id};
 use iam_postgres::PgStore;
 
@@ -24,6 +26,7 @@ pub struct Deployment<C>(PhantomData<fn() -> C>);
 
 impl<C: Clock + Clone> Adapters for Deployment<C> {
     type Store = PgStore;
+    type Credentials = PgStore;
     type Directory = PgStore;
     type Idempotency = PgStore;
     type Readiness = PgStore;
@@ -44,6 +47,8 @@ pub fn build<C: Clock + Clone>(
     listener: TcpListener,
 ) -> anyhow::Result<actix_web::dev::Server> {
     let key = keys::signing_key(config)?;
+    let pepper = keys::secret_pepper(config)?;
+    let hasher = SecretHasher::new(&pepper).context("the secret pepper is too short")?;
     let verifier = keys::verifier(config, &key)?;
     let store = PgStore::connect(&config.pg()?)?;
 
@@ -56,8 +61,19 @@ pub fn build<C: Clock + Clone>(
         OsIds,
         config.admin_role.clone(),
     );
+    let credentials = CredentialAdmin::<Deployment<C>>::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        clock.clone(),
+        OsIds,
+        hasher,
+        config.admin_role.clone(),
+    );
     let state = web::Data::new(AppState {
         admin,
+        credentials,
+        sealer: ResponseSealer::from_pepper(&pepper),
         idempotency: store.clone(),
         readiness: store,
         page_tokens: PageTokenCodec::new(key.derive_secret("iam/page-tokens/v1")),

@@ -1,13 +1,14 @@
 //! Configuration from environment variables (the table lives in `docs/OPERATIONS.md`).
 //!
 //! Variables read here: `IAM_MODE`, `DATABASE_URL`, `IAM_LISTEN_ADDR`, `IAM_ISSUER`,
-//! `IAM_AUDIENCE`, `IAM_SIGNING_KEY_FILE`, `IAM_DEV_STATE_DIR`, `IAM_EXTERNAL_ISSUER`,
+//! `IAM_AUDIENCE`, `IAM_SIGNING_KEY_FILE`, `IAM_SECRET_PEPPER_FILE`, `IAM_DEV_STATE_DIR`,
+//! `IAM_EXTERNAL_ISSUER`,
 //! `IAM_EXTERNAL_JWKS_FILE`, `IAM_ADMIN_ROLE`, `IAM_DB_MAX_CONNECTIONS`,
 //! `IAM_DB_CONNECT_TIMEOUT_MS`, `IAM_DB_CHECKOUT_TIMEOUT_MS`, `IAM_WORKERS`,
 //! `IAM_SHUTDOWN_TIMEOUT_SECS`, `IAM_LOG`, `IAM_LOG_FORMAT`.
 //!
-//! Development mode has safe defaults and generates (and keeps) a signing key; production
-//! mode refuses to start without an explicit signing key.
+//! Development mode has safe defaults and generates (and keeps) a signing key and a secret
+//! pepper; production mode refuses to start without both given explicitly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,7 +61,11 @@ pub struct Config {
     pub audience: String,
     /// `IAM_SIGNING_KEY_FILE`: Ed25519 PKCS#8 PEM private key. Required in production.
     pub signing_key_file: Option<PathBuf>,
-    /// `IAM_DEV_STATE_DIR`: where development mode keeps its generated key, default `.iam-dev`.
+    /// `IAM_SECRET_PEPPER_FILE`: the HMAC key of stored client-secret hashes (at least 32
+    /// bytes; surrounding whitespace ignored). Required in production.
+    pub secret_pepper_file: Option<PathBuf>,
+    /// `IAM_DEV_STATE_DIR`: where development mode keeps its generated key and pepper, default
+    /// `.iam-dev`.
     pub dev_state_dir: PathBuf,
     /// `IAM_EXTERNAL_ISSUER` + `IAM_EXTERNAL_JWKS_FILE` (both or neither).
     pub external_issuer: Option<ExternalIssuer>,
@@ -118,6 +123,10 @@ impl Config {
                 "production mode requires IAM_SIGNING_KEY_FILE (an Ed25519 PKCS#8 PEM private key)"
             );
         }
+        let secret_pepper_file = env("IAM_SECRET_PEPPER_FILE").map(PathBuf::from);
+        if mode == Mode::Production && secret_pepper_file.is_none() {
+            bail!("production mode requires IAM_SECRET_PEPPER_FILE (at least 32 random bytes)");
+        }
         let external_issuer = match (env("IAM_EXTERNAL_ISSUER"), env("IAM_EXTERNAL_JWKS_FILE")) {
             (None, None) => None,
             (Some(issuer), Some(file)) => Some(ExternalIssuer {
@@ -148,6 +157,7 @@ impl Config {
             issuer: env("IAM_ISSUER").unwrap_or_else(|| "urn:k0rdent:iam".to_owned()),
             audience: env("IAM_AUDIENCE").unwrap_or_else(|| "k0rdent".to_owned()),
             signing_key_file,
+            secret_pepper_file,
             dev_state_dir: env("IAM_DEV_STATE_DIR")
                 .map_or_else(|| PathBuf::from(".iam-dev"), PathBuf::from),
             external_issuer,
@@ -212,12 +222,19 @@ mod tests {
     }
 
     #[test]
-    fn production_refuses_to_start_without_a_signing_key() {
+    fn production_refuses_to_start_without_a_signing_key_and_a_pepper() {
         let err = config(&[("IAM_MODE", "production")]).unwrap_err();
         assert!(err.to_string().contains("IAM_SIGNING_KEY_FILE"), "{err}");
+        let err = config(&[
+            ("IAM_MODE", "production"),
+            ("IAM_SIGNING_KEY_FILE", "/k.pem"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("IAM_SECRET_PEPPER_FILE"), "{err}");
         let c = config(&[
             ("IAM_MODE", "production"),
             ("IAM_SIGNING_KEY_FILE", "/k.pem"),
+            ("IAM_SECRET_PEPPER_FILE", "/pepper"),
         ])
         .unwrap();
         assert_eq!(c.log_format, LogFormat::Json);

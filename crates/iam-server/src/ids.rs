@@ -1,6 +1,6 @@
-//! Server-made identifiers from the operating system's CSPRNG (through `uuid`'s v4).
+//! Server-made identifiers and secret material from the operating system's CSPRNG.
 
-use iam_domain::ports::IdGenerator;
+use iam_domain::ports::{IdGenerator, RandomnessUnavailable};
 use uuid::Uuid;
 
 /// Random ids: UUID v4 and 80-bit lowercase base32 suffixes.
@@ -42,6 +42,12 @@ impl IdGenerator for OsIds {
         bytes[..6].copy_from_slice(&b[..6]);
         bytes[6..].copy_from_slice(&b[9..13]);
         base32(&bytes)
+    }
+
+    fn secret_bytes(&self) -> Result<[u8; 32], RandomnessUnavailable> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|_| RandomnessUnavailable)?;
+        Ok(bytes)
     }
 }
 

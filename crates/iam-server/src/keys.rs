@@ -1,58 +1,94 @@
-//! Loading the signing key and the trusted verification keys.
+//! Loading the signing key, the secret pepper and the trusted verification keys.
 //!
-//! Production reads `IAM_SIGNING_KEY_FILE`. Development without it uses
-//! `{IAM_DEV_STATE_DIR}/signing-key.pem`, generating it (mode 0600) on first use, so that
-//! `iam-server token mint` and `iam-server serve` agree on the key across restarts.
+//! Production reads `IAM_SIGNING_KEY_FILE` and `IAM_SECRET_PEPPER_FILE`. Development without
+//! them uses `{IAM_DEV_STATE_DIR}/signing-key.pem` and `{IAM_DEV_STATE_DIR}/pepper`, generating
+//! each (mode 0600) on first use, so that `iam-server token mint`, restarts and several
+//! instances agree.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use iam_domain::SecretHasher;
 use iam_http::jwt::{Ed25519Key, TokenVerifier};
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
 
 /// Loads (or, in development, creates) the signing key.
 ///
 /// # Errors
 /// When the key file cannot be read or is not an Ed25519 PKCS#8 PEM key.
 pub fn signing_key(config: &Config) -> anyhow::Result<Ed25519Key> {
-    if let Some(path) = &config.signing_key_file {
-        return read_key(path);
-    }
-    debug_assert_eq!(
-        config.mode,
-        Mode::Development,
-        "Config refuses production without a key"
+    let path = configured_or_dev(config, config.signing_key_file.as_ref(), "signing-key.pem");
+    let pem = read_or_create(&path, config.signing_key_file.is_none(), || {
+        Ok(Ed25519Key::generate()?.to_pkcs8_pem()?)
+    })?;
+    Ed25519Key::from_pkcs8_pem(&pem).with_context(|| format!("loading {}", path.display()))
+}
+
+/// Loads (or, in development, creates) the secret pepper.
+///
+/// # Errors
+/// When the file cannot be read or holds fewer than 32 bytes.
+pub fn secret_pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
+    let path = configured_or_dev(config, config.secret_pepper_file.as_ref(), "pepper");
+    let text = read_or_create(&path, config.secret_pepper_file.is_none(), || {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+        let mut hex = String::with_capacity(65);
+        for b in bytes {
+            write!(hex, "{b:02x}")?;
+        }
+        hex.push('\n');
+        Ok(hex)
+    })?;
+    let pepper = text.trim().as_bytes().to_vec();
+    anyhow::ensure!(
+        SecretHasher::new(&pepper).is_some(),
+        "{} must hold at least {} bytes",
+        path.display(),
+        SecretHasher::MIN_PEPPER_LEN
     );
-    let path = config.dev_state_dir.join("signing-key.pem");
-    if path.exists() {
-        return read_key(&path);
+    Ok(pepper)
+}
+
+fn configured_or_dev(config: &Config, configured: Option<&PathBuf>, dev_name: &str) -> PathBuf {
+    configured.map_or_else(|| config.dev_state_dir.join(dev_name), PathBuf::clone)
+}
+
+/// Reads `path`; if it does not exist and `may_create`, writes `generate()` to it first
+/// (mode 0600, never overwriting a file another process created meanwhile).
+fn read_or_create(
+    path: &Path,
+    may_create: bool,
+    generate: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    if !may_create || path.exists() {
+        return fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
     }
-    let key = Ed25519Key::generate()?;
-    fs::create_dir_all(&config.dev_state_dir)
-        .with_context(|| format!("creating {}", config.dev_state_dir.display()))?;
+    let content = generate()?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
+    match options.open(path) {
         Ok(mut file) => {
-            file.write_all(key.to_pkcs8_pem()?.as_bytes())
+            file.write_all(content.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(path = %path.display(), kid = key.kid(), "generated a development signing key");
-            Ok(key)
+            tracing::info!(path = %path.display(), "generated development key material");
+            Ok(content)
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
-}
-
-fn read_key(path: &Path) -> anyhow::Result<Ed25519Key> {
-    let pem = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ed25519Key::from_pkcs8_pem(&pem).with_context(|| format!("loading {}", path.display()))
 }
 
 /// The verifier trusting this service's key and the configured external issuer's JWKS.
@@ -71,4 +107,51 @@ pub fn verifier(config: &Config, own: &Ed25519Key) -> anyhow::Result<TokenVerifi
         tracing::info!(issuer = %external.issuer, keys = added, "trusting external issuer");
     }
     Ok(verifier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev_config(dir: &Path) -> Config {
+        let dir = dir.display().to_string();
+        Config::from_env(|k| (k == "IAM_DEV_STATE_DIR").then(|| dir.clone())).unwrap()
+    }
+
+    #[test]
+    fn development_key_material_is_generated_once_then_reused() {
+        let dir = std::env::temp_dir().join(format!("iam-keys-{}", uuid::Uuid::new_v4().simple()));
+        let config = dev_config(&dir);
+        let key = signing_key(&config).unwrap();
+        assert_eq!(signing_key(&config).unwrap().kid(), key.kid());
+        let pepper = secret_pepper(&config).unwrap();
+        assert_eq!(pepper.len(), 64);
+        assert_eq!(secret_pepper(&config).unwrap(), pepper);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(dir.join("pepper"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn short_or_missing_configured_peppers_are_refused() {
+        let dir = std::env::temp_dir().join(format!("iam-keys-{}", uuid::Uuid::new_v4().simple()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut config = dev_config(&dir);
+        config.secret_pepper_file = Some(dir.join("short"));
+        fs::write(dir.join("short"), "too short\n").unwrap();
+        assert!(secret_pepper(&config).is_err());
+        config.secret_pepper_file = Some(dir.join("missing"));
+        assert!(
+            secret_pepper(&config).is_err(),
+            "a configured file is never generated"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -7,6 +7,7 @@
 )]
 
 mod auth;
+mod credentials;
 mod operations;
 mod pagination;
 mod service_accounts;

@@ -2,7 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::support::{BASE, TestServer};
+use crate::support::{BASE, BinaryServer, TestServer};
 
 #[tokio::test]
 async fn every_response_has_a_request_id_echoing_valid_incoming_ones() {
@@ -116,39 +116,10 @@ async fn readiness_fails_on_an_unmigrated_database() {
 /// `token mint`, `serve`, a request with the minted token, and a clean exit on SIGTERM.
 #[tokio::test]
 async fn the_binary_migrates_applies_mints_serves_and_stops_on_sigterm() {
-    use std::process::{Command, Stdio};
-
     let db = iam_postgres::test_support::TestDatabase::create_unmigrated().await;
-    let state_dir =
-        std::env::temp_dir().join(format!("iam-e2e-bin-{}", uuid::Uuid::new_v4().simple()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let binary = env!("CARGO_BIN_EXE_iam-server");
-    let command = |args: &[&str]| {
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            .env("DATABASE_URL", db.url())
-            .env("IAM_DEV_STATE_DIR", &state_dir)
-            .env("IAM_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("IAM_WORKERS", "1")
-            .env("IAM_LOG", "warn");
-        command
-    };
-    let run = |args: &[&str]| {
-        let output = command(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
-    run(&["migrate"]);
-    run(&[
+    let mut server = BinaryServer::new(db.url(), &[]);
+    server.run(&["migrate"]);
+    server.run(&[
         "directory",
         "apply",
         concat!(
@@ -156,49 +127,20 @@ async fn the_binary_migrates_applies_mints_serves_and_stops_on_sigterm() {
             "/../../docs/examples/directory.toml"
         ),
     ]);
-    let token = run(&[
+    let token = server.run(&[
         "token", "mint", "--tenant", "org-acme", "--sub", "ops", "--roles", "admin",
     ]);
     let token = token.trim();
     assert_eq!(token.split('.').count(), 3, "stdout is exactly one JWT");
 
-    let mut server = command(&["serve"]).stdout(Stdio::null()).spawn().unwrap();
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
-            ready = r.status() == StatusCode::OK;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the server became ready");
-    let listed = client
-        .get(format!("{url}{BASE}"))
+    server.serve().await;
+    let listed = reqwest::Client::new()
+        .get(format!("{}{BASE}", server.url))
         .bearer_auth(token)
         .send()
         .await
         .unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut exit = None;
-    for _ in 0..100 {
-        if let Some(status) = server.try_wait().unwrap() {
-            exit = Some(status);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let Some(exit) = exit else {
-        server.kill().unwrap();
-        panic!("the server did not stop within 5 s of SIGTERM");
-    };
+    let (exit, _) = server.terminate().await;
     assert!(exit.success(), "clean exit after SIGTERM: {exit}");
-    std::fs::remove_dir_all(&state_dir).unwrap();
 }

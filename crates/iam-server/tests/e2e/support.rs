@@ -135,6 +135,17 @@ impl TestServer {
         }
     }
 
+    /// Another instance of the server on the same database, with the same configuration
+    /// (keys, pepper) and clock: what a second replica behind a load balancer is.
+    pub fn second_instance(&self) -> (String, actix_web::dev::ServerHandle) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = app::build(&self.config, self.clock.clone(), listener).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        (format!("http://{addr}"), handle)
+    }
+
     /// A token signed with the server's key.
     pub fn token(&self, tenant: &str, subject: &str, roles: &[&str]) -> String {
         self.token_for(&MintRequest {
@@ -261,5 +272,119 @@ impl Drop for TestServer {
     /// when called; the returned future only waits for completion).
     fn drop(&mut self) {
         drop(self.handle.stop(false));
+    }
+}
+
+/// The real `iam-server` binary, run as a child process against a database.
+pub struct BinaryServer {
+    pub url: String,
+    child: Option<std::process::Child>,
+    port: u16,
+    database_url: String,
+    env: Vec<(String, String)>,
+    state_dir: TempDir,
+}
+
+impl BinaryServer {
+    /// Prepares (does not start) a server on a free port with its own development state dir.
+    pub fn new(database_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let state_dir =
+            std::env::temp_dir().join(format!("iam-bin-{}", uuid::Uuid::new_v4().simple()));
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child: None,
+            port,
+            database_url: database_url.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            state_dir: TempDir(state_dir),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_iam-server"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &self.database_url)
+            .env("IAM_DEV_STATE_DIR", &self.state_dir.0)
+            .env("IAM_LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("IAM_WORKERS", "1")
+            .env("IAM_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+    }
+
+    /// Runs a CLI subcommand to completion and returns its stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let output = self.command(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Starts `serve` (stdout and stderr go to a log file) and waits until `/readyz`
+    /// answers 200.
+    pub async fn serve(&mut self) {
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = self
+            .command(&["serve"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the server did not become ready");
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        std::fs::create_dir_all(&self.state_dir.0).unwrap();
+        self.state_dir.0.join("server.log")
+    }
+
+    /// Sends SIGTERM, waits (at most 10 s) for the exit, and returns the exit status with
+    /// everything the server wrote.
+    pub async fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, std::fs::read_to_string(self.log_path()).unwrap());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        child.kill().unwrap();
+        panic!("the server did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

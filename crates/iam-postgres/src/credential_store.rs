@@ -1,0 +1,470 @@
+//! [`CredentialStore`] on the `credentials` table.
+//!
+//! - `insert_within_cap` is one `READ COMMITTED` transaction: lock the parent account row
+//!   (`SELECT … FOR UPDATE`), count its active credentials, insert, write the audit event.
+//!   Every insert of a credential of that account queues on the same row lock, and the count
+//!   is a statement of its own that starts after the lock is granted, so under `READ
+//!   COMMITTED` it sees every credential committed by the previous lock holder: the cap holds
+//!   under any concurrency and across any number of server instances.
+//! - `get` is one statement (credential joined with its account).
+//! - `list` sends two independent statements at once on one connection (pipelined: one round
+//!   trip), three in offset mode: "does the account exist" and the page (and the total),
+//!   whose account filter is the scalar subquery `service_account_uid = (SELECT uid FROM
+//!   service_accounts WHERE org_id = $1 AND id = $2)`. Postgres evaluates it once (an
+//!   `InitPlan`) and uses its value as the index condition of a keyset range scan of
+//!   `credentials_page_idx (service_account_uid, created_at, uid)`. With a status filter the
+//!   planner may instead scan `credentials_active_idx (service_account_uid, expires_at)` and
+//!   sort that account's matching credentials (for `active`, at most the cap).
+//! - `delete` is one transaction: the delete (by tenant, account and id) and, if it deleted a
+//!   row, the audit event.
+
+use std::net::IpAddr;
+
+use diesel::dsl::{count_star, exists};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use iam_domain::audit::AuditEvent;
+use iam_domain::client_secret::SecretHash;
+use iam_domain::credential::{Credential, CredentialFilter, CredentialStatus};
+use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
+use iam_domain::ports::{CapOutcome, CredentialStore, StoreError};
+use iam_domain::resource_id::{CredentialId, OrgId, ServiceAccountId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::error::{DbError, corrupt};
+use crate::keyset::row_greater_than;
+use crate::schema::{credentials, service_accounts};
+use crate::store::PgStore;
+
+/// A `credentials` row. There is no column for the plaintext secret: only its hash.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = credentials, check_for_backend(Pg))]
+struct CredentialRow {
+    uid: Uuid,
+    org_id: String,
+    service_account_uid: Uuid,
+    id: String,
+    secret_hash: Vec<u8>,
+    expires_at: OffsetDateTime,
+    created_by: String,
+    created_at: OffsetDateTime,
+    last_used_at: Option<OffsetDateTime>,
+    last_used_ip: Option<String>,
+}
+
+impl CredentialRow {
+    fn from_domain(credential: &Credential) -> Self {
+        Self {
+            uid: credential.uid,
+            org_id: credential.tenant.as_str().to_owned(),
+            service_account_uid: credential.service_account_uid,
+            id: credential.id.as_str().to_owned(),
+            secret_hash: credential.secret_hash.0.to_vec(),
+            expires_at: credential.expires_at,
+            created_by: credential.created_by.clone(),
+            created_at: credential.created_at,
+            last_used_at: credential.last_used_at,
+            last_used_ip: credential.last_used_ip.map(|ip| ip.to_string()),
+        }
+    }
+
+    /// The credential, given the id of its account (which lives in `service_accounts`).
+    fn into_domain(self, service_account_id: ServiceAccountId) -> Result<Credential, StoreError> {
+        let uid = self.uid;
+        let bad = |field: &str, e: &dyn std::fmt::Display| {
+            corrupt(format_args!("credential {uid}: {field}: {e}"))
+        };
+        let hash_len = self.secret_hash.len();
+        let secret_hash = <[u8; 32]>::try_from(self.secret_hash)
+            .map_err(|_| bad("secret_hash", &format_args!("{hash_len} bytes, not 32")))?;
+        Ok(Credential {
+            uid,
+            tenant: OrgId::parse(self.org_id).map_err(|e| bad("org_id", &e))?,
+            service_account_uid: self.service_account_uid,
+            service_account_id,
+            id: CredentialId::parse(self.id).map_err(|e| bad("id", &e))?,
+            secret_hash: SecretHash(secret_hash),
+            expires_at: self.expires_at,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
+            last_used_ip: self
+                .last_used_ip
+                .map(|ip| ip.parse::<IpAddr>())
+                .transpose()
+                .map_err(|e| bad("last_used_ip", &e))?,
+        })
+    }
+}
+
+/// `(SELECT uid FROM service_accounts WHERE org_id = tenant AND id = account LIMIT 1)`: the
+/// uid of the account, or NULL, as a scalar subquery (evaluated once per statement).
+#[diesel::dsl::auto_type]
+fn account_uid<'a>(tenant: &'a str, account: &'a str) -> _ {
+    service_accounts::table
+        .filter(service_accounts::org_id.eq(tenant))
+        .filter(service_accounts::id.eq(account))
+        .select(service_accounts::uid)
+        .single_value()
+}
+
+/// The credentials of account `account` of `tenant` matching `filter` at `now`, as a boxed
+/// query other clauses can be added to.
+fn filtered<'a>(
+    tenant: &'a OrgId,
+    account: &'a ServiceAccountId,
+    filter: CredentialFilter,
+    now: OffsetDateTime,
+) -> credentials::BoxedQuery<'a, Pg> {
+    let mut query = credentials::table
+        .filter(
+            credentials::service_account_uid
+                .nullable()
+                .eq(account_uid(tenant.as_str(), account.as_str())),
+        )
+        .into_boxed();
+    match filter.status {
+        None => {}
+        Some(CredentialStatus::Active) => query = query.filter(credentials::expires_at.gt(now)),
+        Some(CredentialStatus::Expired) => query = query.filter(credentials::expires_at.le(now)),
+    }
+    query
+}
+
+/// `(created_at, uid)` order.
+fn ordered(query: credentials::BoxedQuery<'_, Pg>) -> credentials::BoxedQuery<'_, Pg> {
+    query.order((credentials::created_at.asc(), credentials::uid.asc()))
+}
+
+/// One keyset page: the first `limit` matching credentials strictly after `after`.
+fn cursor_page<'a>(
+    tenant: &'a OrgId,
+    account: &'a ServiceAccountId,
+    filter: CredentialFilter,
+    now: OffsetDateTime,
+    after: Option<Cursor>,
+    limit: i64,
+) -> credentials::BoxedQuery<'a, Pg> {
+    let mut query = filtered(tenant, account, filter, now);
+    if let Some(cursor) = after {
+        query = query.filter(row_greater_than(
+            (credentials::created_at, credentials::uid),
+            (
+                cursor.created_at.into_sql::<Timestamptz>(),
+                cursor.uid.into_sql::<SqlUuid>(),
+            ),
+        ));
+    }
+    ordered(query).limit(limit)
+}
+
+/// `EXISTS (SELECT 1 FROM service_accounts WHERE org_id = tenant AND id = account)`.
+#[diesel::dsl::auto_type]
+fn account_exists<'a>(tenant: &'a str, account: &'a str) -> _ {
+    exists(
+        service_accounts::table
+            .filter(service_accounts::org_id.eq(tenant))
+            .filter(service_accounts::id.eq(account)),
+    )
+}
+
+fn rows_into_domain(
+    rows: Vec<CredentialRow>,
+    account: &ServiceAccountId,
+) -> Result<Vec<Credential>, StoreError> {
+    rows.into_iter()
+        .map(|row| row.into_domain(account.clone()))
+        .collect()
+}
+
+/// Why the cap transaction did not insert.
+enum CapFailure {
+    /// Nothing stored: the account is gone or the cap is reached.
+    Refused(CapOutcome),
+    /// The database failed.
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for CapFailure {
+    fn from(e: diesel::result::Error) -> Self {
+        CapFailure::Db(e)
+    }
+}
+
+impl PgStore {
+    async fn list_credentials_cursor(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        now: OffsetDateTime,
+        after: Option<Cursor>,
+        size: u16,
+    ) -> Result<Option<Page<Credential>>, StoreError> {
+        // One more than asked: whether it exists decides `next`.
+        let limit = i64::from(size) + 1;
+        let size = usize::from(size);
+        let conn = self.conn().await?;
+        // Both statements are sent at once (pipelined on one connection): one round trip.
+        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
+            .get_result::<bool>(&mut &*conn);
+        let rows = cursor_page(tenant, account, filter, now, after, limit)
+            .select(CredentialRow::as_select())
+            .load::<CredentialRow>(&mut &*conn);
+        let (exists, mut rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
+        if !exists {
+            return Ok(None);
+        }
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let items = rows_into_domain(rows, account)?;
+        let next = if more {
+            items.last().map(|last| Cursor {
+                created_at: last.created_at,
+                uid: last.uid,
+            })
+        } else {
+            None
+        };
+        Ok(Some(Page {
+            items,
+            next,
+            total: None,
+        }))
+    }
+
+    async fn list_credentials_offset(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        now: OffsetDateTime,
+        offset: u64,
+        size: u16,
+    ) -> Result<Option<Page<Credential>>, StoreError> {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let conn = self.conn().await?;
+        // All three statements are sent at once (pipelined on one connection): one round trip.
+        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
+            .get_result::<bool>(&mut &*conn);
+        let rows = ordered(filtered(tenant, account, filter, now))
+            .offset(offset)
+            .limit(i64::from(size))
+            .select(CredentialRow::as_select())
+            .load::<CredentialRow>(&mut &*conn);
+        let total = filtered(tenant, account, filter, now)
+            .select(count_star())
+            .get_result::<i64>(&mut &*conn);
+        let (exists, rows, total) = tokio::try_join!(exists, rows, total).map_err(DbError::from)?;
+        if !exists {
+            return Ok(None);
+        }
+        Ok(Some(Page {
+            items: rows_into_domain(rows, account)?,
+            next: None,
+            total: Some(u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?),
+        }))
+    }
+
+    /// The plan Postgres chooses for a cursor-mode credential list page (`EXPLAIN` output
+    /// lines).
+    ///
+    /// # Errors
+    /// [`StoreError`] for backend failures.
+    #[cfg(feature = "test-support")]
+    pub async fn explain_credential_page(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        now: OffsetDateTime,
+        after: Option<Cursor>,
+        size: u16,
+    ) -> Result<Vec<String>, StoreError> {
+        let query = cursor_page(tenant, account, filter, now, after, i64::from(size) + 1)
+            .select(CredentialRow::as_select());
+        let mut conn = self.conn().await?;
+        Ok(crate::test_support::Explain(query)
+            .load::<String>(&mut conn)
+            .await
+            .map_err(DbError::from)?)
+    }
+}
+
+impl CredentialStore for PgStore {
+    async fn insert_within_cap(
+        &self,
+        credential: &Credential,
+        cap: u32,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<CapOutcome, StoreError> {
+        let row = CredentialRow::from_domain(credential);
+        let cap = i64::from(cap);
+        let mut conn = self.conn().await?;
+        let result = conn
+            .build_transaction()
+            // Explicit, whatever the server's default: the count below must see what the
+            // previous holder of the account lock committed, which a `REPEATABLE READ`
+            // snapshot (taken by the locking statement) would not.
+            .read_committed()
+            .run::<_, CapFailure, _>(async |conn| {
+                let locked = service_accounts::table
+                    .filter(service_accounts::uid.eq(row.service_account_uid))
+                    .filter(service_accounts::org_id.eq(&row.org_id))
+                    .select(service_accounts::uid)
+                    .for_update()
+                    .first::<Uuid>(conn)
+                    .await
+                    .optional()?;
+                if locked.is_none() {
+                    return Err(CapFailure::Refused(CapOutcome::AccountGone));
+                }
+                // A statement of its own, after the lock: it must not be combined with the
+                // locking one, whose snapshot predates the wait for the lock.
+                let active = credentials::table
+                    .filter(credentials::service_account_uid.eq(row.service_account_uid))
+                    .filter(credentials::expires_at.gt(now))
+                    .select(count_star())
+                    .get_result::<i64>(conn)
+                    .await?;
+                if active >= cap {
+                    return Err(CapFailure::Refused(CapOutcome::LimitReached));
+                }
+                // A unique violation (same uid, or same id in the tenant) means the id
+                // generator broke its contract: it stays an error (`Unexpected`).
+                diesel::insert_into(credentials::table)
+                    .values(&row)
+                    .execute(conn)
+                    .await?;
+                audit::record(conn, event).await?;
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(CapOutcome::Inserted),
+            Err(CapFailure::Refused(outcome)) => Ok(outcome),
+            Err(CapFailure::Db(e)) => Err(DbError::from(e).into()),
+        }
+    }
+
+    async fn get(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> Result<Option<Credential>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = credentials::table
+            .inner_join(service_accounts::table)
+            .filter(credentials::org_id.eq(tenant.as_str()))
+            .filter(credentials::id.eq(id.as_str()))
+            .filter(service_accounts::org_id.eq(tenant.as_str()))
+            .filter(service_accounts::id.eq(account.as_str()))
+            .select(CredentialRow::as_select())
+            .first::<CredentialRow>(&mut conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?;
+        row.map(|row| row.into_domain(account.clone())).transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Option<Page<Credential>>, StoreError> {
+        match page.position {
+            PagePosition::After(after) => {
+                self.list_credentials_cursor(tenant, account, filter, now, after, page.size.get())
+                    .await
+            }
+            PagePosition::Offset(offset) => {
+                self.list_credentials_offset(tenant, account, filter, now, offset, page.size.get())
+                    .await
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+        event: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let deleted = conn
+            .transaction::<_, diesel::result::Error, _>(async |conn| {
+                let deleted = diesel::delete(
+                    credentials::table
+                        .filter(credentials::org_id.eq(tenant.as_str()))
+                        .filter(credentials::id.eq(id.as_str()))
+                        .filter(
+                            credentials::service_account_uid
+                                .nullable()
+                                .eq(account_uid(tenant.as_str(), account.as_str())),
+                        ),
+                )
+                .returning(credentials::uid)
+                .get_result::<Uuid>(conn)
+                .await
+                .optional()?;
+                if deleted.is_some() {
+                    audit::record(conn, event).await?;
+                }
+                Ok(deleted.is_some())
+            })
+            .await
+            .map_err(DbError::from)?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::query_builder::QueryFragment;
+    use time::macros::datetime;
+
+    use super::*;
+
+    /// Whether diesel may keep `query` as a prepared statement (no `sql()` fragment etc.).
+    fn cacheable(query: &impl QueryFragment<Pg>) -> bool {
+        query.is_safe_to_cache_prepared(&Pg).unwrap_or(false)
+    }
+
+    #[test]
+    fn a_list_page_is_cacheable_and_resolves_the_account_in_a_scalar_subquery() {
+        let tenant = OrgId::parse("org-a").unwrap();
+        let account = ServiceAccountId::parse("sa-a").unwrap();
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let after = Some(Cursor {
+            created_at: now,
+            uid: Uuid::nil(),
+        });
+        let filter = CredentialFilter {
+            status: Some(CredentialStatus::Active),
+        };
+        let page = cursor_page(&tenant, &account, filter, now, after, 51)
+            .select(CredentialRow::as_select());
+        let sql = diesel::debug_query::<Pg, _>(&page).to_string();
+        assert!(
+            sql.contains(
+                "WHERE (((\"credentials\".\"service_account_uid\" = (SELECT \"service_accounts\".\"uid\" \
+                 FROM \"service_accounts\" WHERE ((\"service_accounts\".\"org_id\" = $1) AND \
+                 (\"service_accounts\".\"id\" = $2)) LIMIT $3))"
+            ),
+            "{sql}"
+        );
+        assert!(cacheable(&page), "{sql}");
+        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()));
+        assert!(cacheable(&exists));
+    }
+}
