@@ -146,13 +146,17 @@ impl SecretHasher {
     /// Smallest accepted pepper, in bytes.
     pub const MIN_PEPPER_LEN: usize = 32;
 
-    /// A hasher keyed with `pepper`, or `None` if it is shorter than
-    /// [`Self::MIN_PEPPER_LEN`] bytes.
+    /// A hasher keyed with `HMAC-SHA256(pepper, "iam/client-secret-hash/v1")` (so other keys
+    /// derived from the same pepper never coincide with it), or `None` if `pepper` is shorter
+    /// than [`Self::MIN_PEPPER_LEN`] bytes.
     pub fn new(pepper: &[u8]) -> Option<Self> {
         if pepper.len() < Self::MIN_PEPPER_LEN {
             return None;
         }
-        Hmac::<Sha256>::new_from_slice(pepper)
+        let mut derive = Hmac::<Sha256>::new_from_slice(pepper).ok()?;
+        derive.update(b"iam/client-secret-hash/v1");
+        let key = derive.finalize().into_bytes();
+        Hmac::<Sha256>::new_from_slice(&key)
             .ok()
             .map(|keyed| Self { keyed })
     }

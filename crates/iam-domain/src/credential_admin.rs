@@ -113,8 +113,17 @@ impl<A: Adapters> CredentialAdmin<A> {
             .await?
             .ok_or_else(|| tenant_not_provisioned(caller))?;
         let policy = &org.policy;
+        // Policies cap lifetimes at 100 years, so these additions cannot overflow; if they
+        // ever did, the request is refused rather than the server panicking.
+        let latest = now
+            .checked_add(policy.credential_max_lifetime())
+            .ok_or_else(|| {
+                expiry_violation(ViolationReason::ExpiryExceedsMax, "out of range".into())
+            })?;
         let expires_at = match expires_at {
-            None => now + policy.credential_default_lifetime(),
+            None => now
+                .checked_add(policy.credential_default_lifetime())
+                .unwrap_or(latest),
             Some(at) => to_storage_precision(at),
         };
         if expires_at <= now {
@@ -123,7 +132,7 @@ impl<A: Adapters> CredentialAdmin<A> {
                 "expiresAt must be in the future".into(),
             ));
         }
-        if expires_at > now + policy.credential_max_lifetime() {
+        if expires_at > latest {
             return Err(expiry_violation(
                 ViolationReason::ExpiryExceedsMax,
                 format!(

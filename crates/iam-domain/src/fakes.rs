@@ -19,13 +19,15 @@ use crate::pagination::{Page, PagePosition, PageRequest};
 use crate::ports::{
     Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, IdempotencyClaim,
     IdempotencyKey, IdempotencyStore, InsertError, RandomnessUnavailable, Readiness,
-    ServiceAccountStore, StoreError, StoredResponse, UpdateOutcome,
+    ServiceAccountStore, StoreError, StoredResponse, TokenStore, UpdateOutcome, UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind};
 use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
 use crate::role::RoleSlug;
 use crate::scope::Scope;
-use crate::service_account::{Revision, ServiceAccount, ServiceAccountFilter};
+use crate::service_account::{
+    ClientId, Revision, ServiceAccount, ServiceAccountFilter, ServiceAccountStatus,
+};
 
 /// Runs a future that never waits (every fake answers immediately).
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -49,6 +51,10 @@ pub struct State {
     pub roles: Vec<(OrgId, RoleSlug)>,
     /// Simulates a race lost between read and write: the next update returns this.
     pub next_update: Option<UpdateOutcome>,
+    /// Revoked token ids.
+    pub revoked: Vec<String>,
+    /// Recorded uses: (credential uid, at, ip).
+    pub uses: Vec<(Uuid, OffsetDateTime, Option<std::net::IpAddr>)>,
 }
 
 #[derive(Clone, Default)]
@@ -328,6 +334,26 @@ impl CredentialStore for Memory {
         ready(Ok(result))
     }
 
+    fn find_for_mint(
+        &self,
+        client_id: &ClientId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<Option<(Credential, ServiceAccount)>, StoreError>> + Send {
+        let state = self.state();
+        let found = state
+            .accounts
+            .iter()
+            .find(|a| a.client_id == *client_id)
+            .and_then(|a| {
+                state
+                    .credentials
+                    .iter()
+                    .find(|c| c.service_account_uid == a.uid && c.id == *id)
+                    .map(|c| (c.clone(), a.clone()))
+            });
+        ready(Ok(found))
+    }
+
     fn delete(
         &self,
         tenant: &OrgId,
@@ -345,6 +371,44 @@ impl CredentialStore for Memory {
             state.audit.push(audit.clone());
         }
         ready(Ok(deleted))
+    }
+}
+
+impl TokenStore for Memory {
+    fn is_live(
+        &self,
+        token_id: &str,
+        service_account: Option<(&ClientId, &CredentialId)>,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let state = self.state();
+        let revoked = state.revoked.iter().any(|j| j == token_id);
+        let account_ok = service_account.is_none_or(|(client_id, id)| {
+            state.accounts.iter().any(|a| {
+                a.client_id == *client_id
+                    && a.status == ServiceAccountStatus::Active
+                    && state.credentials.iter().any(|c| {
+                        c.service_account_uid == a.uid && c.id == *id && c.expires_at > now
+                    })
+            })
+        });
+        ready(Ok(!revoked && account_ok))
+    }
+
+    fn revoke(
+        &self,
+        _tenant: &OrgId,
+        token_id: &str,
+        _expires_at: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.state().revoked.push(token_id.to_owned());
+        ready(Ok(()))
+    }
+}
+
+impl UsageRecorder for Memory {
+    fn record_use(&self, credential: Uuid, at: OffsetDateTime, ip: Option<std::net::IpAddr>) {
+        self.state().uses.push((credential, at, ip));
     }
 }
 
@@ -426,6 +490,8 @@ pub struct Fakes;
 impl Adapters for Fakes {
     type Store = Memory;
     type Credentials = Memory;
+    type Tokens = Memory;
+    type Usage = Memory;
     type Directory = Memory;
     type Idempotency = Memory;
     type Readiness = Memory;
@@ -483,10 +549,13 @@ pub fn seeded_memory() -> Memory {
 pub fn principal(tenant: &str, roles: &[&str]) -> Principal {
     Principal {
         subject: format!("alice@{tenant}"),
+        issuer: "urn:test".into(),
         tenant: org_id(tenant),
         scope: Scope::Organization,
         scope_id: tenant.into(),
         roles: roles.iter().map(|r| role(r)).collect(),
         kind: PrincipalKind::User,
+        token_id: format!("jti-{tenant}"),
+        credential_id: None,
     }
 }

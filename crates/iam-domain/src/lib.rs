@@ -24,6 +24,7 @@ pub mod role;
 pub mod scope;
 pub mod service_account;
 pub mod service_account_admin;
+pub mod token_service;
 pub mod validation;
 
 #[cfg(test)]
@@ -46,4 +47,5 @@ pub use service_account::{
 pub use service_account_admin::{
     AdminError, CreateServiceAccount, ServiceAccountAdmin, Violation, ViolationReason,
 };
+pub use token_service::{Grant, MintError, Narrowing, TokenService};
 pub use validation::InvalidValue;

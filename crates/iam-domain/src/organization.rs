@@ -51,6 +51,9 @@ pub enum PolicyError {
     /// A lifetime was zero or negative.
     #[error("credential lifetimes must be positive")]
     NonPositiveLifetime,
+    /// A lifetime exceeded [`OrgPolicy::MAX_LIFETIME`].
+    #[error("credential lifetimes may be at most 100 years")]
+    LifetimeTooLong,
     /// `credentialDefaultLifetime` exceeded `credentialMaxLifetime`.
     #[error("credentialDefaultLifetime must not exceed credentialMaxLifetime")]
     DefaultExceedsMax,
@@ -69,6 +72,10 @@ pub struct OrgPolicy {
 }
 
 impl OrgPolicy {
+    /// The longest lifetime a policy may allow (100 years), so expiry arithmetic never
+    /// leaves the representable range.
+    pub const MAX_LIFETIME: Duration = Duration::days(36_500);
+
     /// Builds a policy, enforcing its invariants (default ≤ max, at least one scope, …).
     ///
     /// # Errors
@@ -84,6 +91,9 @@ impl OrgPolicy {
         }
         if !credential_default_lifetime.is_positive() || !credential_max_lifetime.is_positive() {
             return Err(PolicyError::NonPositiveLifetime);
+        }
+        if credential_max_lifetime > Self::MAX_LIFETIME {
+            return Err(PolicyError::LifetimeTooLong);
         }
         if credential_default_lifetime > credential_max_lifetime {
             return Err(PolicyError::DefaultExceedsMax);

@@ -6,6 +6,7 @@
 
 use std::error::Error;
 use std::future::Future;
+use std::net::IpAddr;
 
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -16,7 +17,7 @@ use crate::organization::Organization;
 use crate::pagination::{Page, PageRequest};
 use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
 use crate::role::RoleSlug;
-use crate::service_account::{Revision, ServiceAccount, ServiceAccountFilter};
+use crate::service_account::{ClientId, Revision, ServiceAccount, ServiceAccountFilter};
 
 /// A failure of the storage backend, as opposed to an expected outcome such as "not found".
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +245,18 @@ pub trait CredentialStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<Page<Credential>>, StoreError>> + Send;
 
+    /// The credential `id` of the account whose client id is `client_id`, with that account
+    /// (its `active_credential_count` need not be filled): what a token mint checks. `None`
+    /// when either is missing or they do not belong together. One round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn find_for_mint(
+        &self,
+        client_id: &ClientId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<Option<(Credential, ServiceAccount)>, StoreError>> + Send;
+
     /// Deletes credential `id` of account `account` in `tenant` and stores `audit`;
     /// `Ok(false)` (and no audit event) when there was no such credential.
     ///
@@ -258,6 +271,41 @@ pub trait CredentialStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+/// Revoked token ids and the liveness of tokens.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Whether a token is live at `now`: `token_id` is not revoked and, when
+    /// `service_account` names a client id and credential, that credential exists with
+    /// `expires_at > now` and belongs to that account, which is active. One round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn is_live(
+        &self,
+        token_id: &str,
+        service_account: Option<(&ClientId, &CredentialId)>,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records `token_id` of `tenant` as revoked until `expires_at` (after which the token is
+    /// dead anyway and the record may be purged). Revoking twice is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn revoke(
+        &self,
+        tenant: &OrgId,
+        token_id: &str,
+        expires_at: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Records successful token mints (`lastUsedAt`, `lastUsedIp`) without making the mint wait
+/// for a database write: implementations coalesce in memory and flush periodically.
+pub trait UsageRecorder: Send + Sync + 'static {
+    /// Notes that `credential` (its `uid`) minted a token at `at` from `ip`. Never blocks.
+    fn record_use(&self, credential: Uuid, at: OffsetDateTime, ip: Option<IpAddr>);
+}
+
 /// Who an idempotency key belongs to: keys of different callers never collide.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey {
@@ -269,8 +317,8 @@ pub struct IdempotencyKey {
     pub key: String,
 }
 
-/// A response recorded for replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A response recorded for replay. `Debug` leaves out the body (it may hold a secret).
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     /// HTTP status code.
     pub status: u16,
@@ -278,6 +326,16 @@ pub struct StoredResponse {
     pub headers: Vec<(String, String)>,
     /// The body bytes.
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 /// Outcome of claiming an idempotency key.
@@ -357,6 +415,10 @@ pub trait Adapters: Send + Sync + 'static {
     type Store: ServiceAccountStore;
     /// Credential persistence.
     type Credentials: CredentialStore;
+    /// Revocations and token liveness.
+    type Tokens: TokenStore;
+    /// Last-use recording.
+    type Usage: UsageRecorder;
     /// Organizations, projects, roles.
     type Directory: Directory;
     /// Idempotency records.

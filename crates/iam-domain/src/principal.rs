@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::resource_id::OrgId;
+use crate::resource_id::{CredentialId, OrgId};
 use crate::role::RoleSlug;
 use crate::scope::Scope;
 
@@ -43,6 +43,8 @@ impl PrincipalKind {
 pub struct Principal {
     /// `sub`: who the caller is (recorded as `createdBy` and in audit events).
     pub subject: String,
+    /// `iss`: who vouches for the caller (this service or an external issuer).
+    pub issuer: String,
     /// `tenant_id`: the organization the caller belongs to.
     pub tenant: OrgId,
     /// `scope`: the level the token is scoped to.
@@ -53,6 +55,10 @@ pub struct Principal {
     pub roles: BTreeSet<RoleSlug>,
     /// `principal_type`.
     pub kind: PrincipalKind,
+    /// `jti`: the token's id (what revocation names).
+    pub token_id: String,
+    /// `credential_id`: for service-account tokens, the credential they were minted with.
+    pub credential_id: Option<CredentialId>,
 }
 
 impl Principal {
@@ -83,11 +89,14 @@ mod tests {
     fn principal(scope: Scope, scope_id: &str, roles: &[&str]) -> Principal {
         Principal {
             subject: "alice".into(),
+            issuer: "urn:test".into(),
             tenant: OrgId::parse("org-acme").unwrap(),
             scope,
             scope_id: scope_id.into(),
             roles: roles.iter().map(|r| RoleSlug::parse(*r).unwrap()).collect(),
             kind: PrincipalKind::User,
+            token_id: "jti-1".into(),
+            credential_id: None,
         }
     }
 

@@ -164,6 +164,11 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         }
     }
 
+    /// Whether `caller` is a tenant administrator (the precondition of every operation here).
+    pub fn is_admin(&self, caller: &Principal) -> bool {
+        caller.is_tenant_admin(&self.admin_role)
+    }
+
     /// The clock, for adapters that need the same notion of "now" (page tokens, idempotency).
     pub fn clock(&self) -> &A::Clock {
         &self.clock

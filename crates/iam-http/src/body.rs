@@ -182,6 +182,19 @@ impl Fields {
         }
     }
 
+    /// Takes an object field as a nested [`Fields`] (whose problems the caller merges back).
+    pub fn object(&mut self, name: &str) -> Presence<Fields> {
+        match self.map.remove(name) {
+            None => Presence::Absent,
+            Some(Value::Null) => Presence::Null,
+            Some(Value::Object(map)) => Presence::Value(Fields::new(map)),
+            Some(_) => {
+                self.error(name, "INVALID_TYPE", "must be an object");
+                Presence::Invalid
+            }
+        }
+    }
+
     /// Takes a required string field: absent or null is `REQUIRED`.
     pub fn required_string(&mut self, name: &str) -> Option<String> {
         match self.string(name) {

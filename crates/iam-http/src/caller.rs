@@ -1,63 +1,103 @@
 //! The `Caller` extractor: verifies `Authorization: Bearer <JWT>` and yields the principal.
 //!
-//! Any problem — no header, another scheme, a malformed, expired, untrusted or wrongly
-//! signed token — is the same 401 with `WWW-Authenticate: Bearer error="invalid_token"`;
+//! A token must be signed by a trusted key, unexpired, and live: not revoked and, for a
+//! service-account token, its credential present and unexpired and its account active. The
+//! liveness check reads the database on every request (no cache window), so disabling,
+//! deleting or revoking takes effect on the very next request.
+//!
+//! Any problem — no header, another scheme, a malformed, expired, untrusted, wrongly signed,
+//! revoked or dead token — is the same 401 with `WWW-Authenticate: Bearer error="invalid_token"`;
 //! the precise reason is logged at debug level only.
 
-use std::future::{Ready, ready};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
-use iam_domain::ports::Clock;
-use iam_domain::{Principal, PrincipalKind};
+use iam_domain::Principal;
+use iam_domain::ports::{Adapters, Clock, StoreError};
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::jwt::TokenVerifier;
+use crate::jwt::{AccessClaims, TokenVerifier};
 
-/// Verifies bearer tokens at the time of the injected clock.
+/// Checks that a verified token is still live (see the module docs).
+pub trait LivenessCheck: Send + Sync + 'static {
+    /// Whether `principal`'s token is live now.
+    ///
+    /// # Errors
+    /// [`StoreError`] when storage fails.
+    fn is_live<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, StoreError>> + 'a>>;
+}
+
+impl<A: Adapters> LivenessCheck for AppState<A> {
+    fn is_live<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, StoreError>> + 'a>> {
+        Box::pin(self.tokens.is_live(principal))
+    }
+}
+
+/// Verifies bearer tokens at the time of the injected clock and checks their liveness.
 pub struct Authenticator {
-    verifier: TokenVerifier,
+    verifier: Arc<TokenVerifier>,
     clock: Arc<dyn Clock>,
+    liveness: Arc<dyn LivenessCheck>,
 }
 
 impl Authenticator {
-    /// An authenticator using `verifier`'s trusted keys and `clock` for `exp`/`nbf`.
-    pub fn new(verifier: TokenVerifier, clock: Arc<dyn Clock>) -> Self {
-        Self { verifier, clock }
+    /// An authenticator using `verifier`'s trusted keys, `clock` for `exp`/`nbf`, and
+    /// `liveness` for revocation and service-account checks.
+    pub fn new(
+        verifier: Arc<TokenVerifier>,
+        clock: Arc<dyn Clock>,
+        liveness: Arc<dyn LivenessCheck>,
+    ) -> Self {
+        Self {
+            verifier,
+            clock,
+            liveness,
+        }
     }
 
-    fn authenticate(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+    /// Verifies a raw token's signature, issuer, audience and times (not its liveness).
+    ///
+    /// # Errors
+    /// 401 when the token is refused.
+    pub fn verify(&self, token: &str) -> Result<(AccessClaims, Principal), ApiError> {
+        self.verifier
+            .verify(token, self.clock.now())
+            .map_err(|reason| {
+                tracing::debug!(%reason, "bearer token refused");
+                ApiError::unauthorized()
+            })
+    }
+
+    /// Whether a verified principal's token is still live.
+    ///
+    /// # Errors
+    /// 503/500 when storage fails.
+    pub async fn is_live(&self, principal: &Principal) -> Result<bool, ApiError> {
+        Ok(self.liveness.is_live(principal).await?)
+    }
+
+    fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
         let header = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(ApiError::unauthorized)?;
-        let token = header
+        header
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
-            .ok_or_else(ApiError::unauthorized)?;
-        match self.verifier.verify(token, self.clock.now()) {
-            // Service-account tokens must be refused once their account is disabled or
-            // deleted or their credential is gone (SPEC §3). Those checks arrive with
-            // credentials and the token endpoint; until then no such token is accepted.
-            Ok((_, principal)) if principal.kind == PrincipalKind::ServiceAccount => {
-                tracing::debug!("service-account tokens are not accepted yet");
-                Err(ApiError::unauthorized())
-            }
-            Ok((_, principal)) => {
-                let span = tracing::Span::current();
-                span.record("tenant", principal.tenant.as_str());
-                span.record("principal", principal.subject.as_str());
-                Ok(principal)
-            }
-            Err(reason) => {
-                tracing::debug!(%reason, "bearer token refused");
-                Err(ApiError::unauthorized())
-            }
-        }
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
@@ -67,15 +107,26 @@ pub struct Caller(pub Principal);
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let result = if let Some(authenticator) = req.app_data::<web::Data<Authenticator>>() {
-            authenticator.authenticate(req).map(Caller)
-        } else {
+        let Some(authenticator) = req.app_data::<web::Data<Authenticator>>().cloned() else {
             tracing::error!("no Authenticator registered as app data");
-            Err(ApiError::internal())
+            return Box::pin(std::future::ready(Err(ApiError::internal())));
         };
-        ready(result)
+        let verified = Authenticator::bearer(req)
+            .and_then(|token| authenticator.verify(token).map(|(_, principal)| principal));
+        Box::pin(async move {
+            let principal = verified?;
+            let span = tracing::Span::current();
+            span.record("tenant", principal.tenant.as_str());
+            span.record("principal", principal.subject.as_str());
+            if authenticator.is_live(&principal).await? {
+                Ok(Caller(principal))
+            } else {
+                tracing::debug!("bearer token is revoked or its service account is gone");
+                Err(ApiError::unauthorized())
+            }
+        })
     }
 }

@@ -252,10 +252,13 @@ fn parse_create(
     f.reject_unknown(&["expiresAt"], &[]);
     let expires_at = match f.string("expiresAt") {
         Presence::Value(raw) => f.parse("expiresAt", raw, |raw| {
-            OffsetDateTime::parse(&raw, &Rfc3339).map_err(|_| iam_domain::InvalidValue {
-                reason: "INVALID_FORMAT",
-                message: "must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z".into(),
-            })
+            OffsetDateTime::parse(&raw, &Rfc3339)
+                .ok()
+                .and_then(|at| at.checked_to_offset(time::UtcOffset::UTC))
+                .ok_or_else(|| iam_domain::InvalidValue {
+                    reason: "INVALID_FORMAT",
+                    message: "must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z".into(),
+                })
         }),
         Presence::Absent | Presence::Null | Presence::Invalid => None,
     };

@@ -79,6 +79,7 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     details: Vec<ErrorDetail>,
+    challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -88,6 +89,7 @@ impl ApiError {
             status,
             message: message.into(),
             details,
+            challenge: None,
         }
     }
 
@@ -98,10 +100,22 @@ impl ApiError {
 
     /// 401 for a missing, malformed, expired or untrusted token. Deliberately says no more.
     pub fn unauthorized() -> Self {
+        Self {
+            challenge: Some("Bearer error=\"invalid_token\""),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required",
+                vec![ErrorDetail::reason("INVALID_TOKEN")],
+            )
+        }
+    }
+
+    /// 401 of the token endpoint: one body for every way client credentials can be wrong.
+    pub fn invalid_client() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required",
-            vec![ErrorDetail::reason("INVALID_TOKEN")],
+            "invalid client credentials",
+            vec![ErrorDetail::reason("INVALID_CLIENT")],
         )
     }
 
@@ -170,17 +184,14 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
-                response.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                ));
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
-            }
-            _ => {}
+        if let Some(challenge) = self.challenge {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            ));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         response.json(self.envelope())
     }

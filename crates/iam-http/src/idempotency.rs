@@ -1,7 +1,8 @@
 //! `Idempotency-Key` on POST: a retry with the same key and body within 24 h gets the original
 //! status and body without the work being done again.
 //!
-//! Keys belong to the caller (tenant + subject). The fingerprint covers method, path and the
+//! Keys belong to the caller (tenant, issuer, principal kind and subject), and only tenant
+//! administrators' requests are recorded or replayed. The fingerprint covers method, path and the
 //! exact body bytes; the same key with another request is 422 `IDEMPOTENCY_KEY_REUSED`; a retry
 //! while the first request still runs is 409 `IDEMPOTENCY_KEY_IN_PROGRESS`. Successes and 4xx
 //! answers are recorded, their bodies sealed ([`crate::sealing`]) since they may hold a client
@@ -45,7 +46,13 @@ fn key_of(req: &HttpRequest, caller: &Principal) -> Result<Option<IdempotencyKey
         })?;
     Ok(Some(IdempotencyKey {
         tenant: caller.tenant.clone(),
-        subject: caller.subject.clone(),
+        // The same `sub` from another issuer, or of another kind of principal, is someone else.
+        subject: format!(
+            "{}\u{1f}{}\u{1f}{}",
+            caller.issuer,
+            caller.kind.as_str(),
+            caller.subject
+        ),
         key: key.to_owned(),
     }))
 }
@@ -66,7 +73,15 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
 {
-    let Some(key) = key_of(req, caller)? else {
+    // Only administrators may create anything, so only their requests are recorded or
+    // replayed: a replay must never hand a recorded body (a client secret, or a 201 where the
+    // caller would get 404) to a caller who may no longer do the work.
+    let key = if state.admin.is_admin(caller) {
+        key_of(req, caller)?
+    } else {
+        None
+    };
+    let Some(key) = key else {
         return work().await.map(Reply::into_response);
     };
     let mut hasher = Sha256::new();

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use iam_domain::{OrgId, Principal, PrincipalKind, RoleSlug, Scope};
+use iam_domain::{CredentialId, OrgId, Principal, PrincipalKind, RoleSlug, Scope};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -84,11 +84,16 @@ impl Ed25519Key {
     }
 
     fn from_signing_key(signing: ed25519_dalek::SigningKey) -> Self {
-        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-        // RFC 7638: the thumbprint of the required members in lexicographic order.
-        let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
+        let kid = thumbprint(&signing.verifying_key());
         Self { signing, kid }
+    }
+
+    /// The public half, for verification and the JWKS.
+    pub fn verification_key(&self) -> VerificationKey {
+        VerificationKey {
+            public: self.signing.verifying_key(),
+            kid: self.kid.clone(),
+        }
     }
 
     /// A 32-byte secret for `purpose`, derived from this key (HMAC-SHA256 keyed with the
@@ -109,18 +114,7 @@ impl Ed25519Key {
 
     /// The public key as a JWK (for `/.well-known/jwks.json`).
     pub fn public_jwk(&self) -> serde_json::Value {
-        serde_json::json!({
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": URL_SAFE_NO_PAD.encode(self.signing.verifying_key().as_bytes()),
-            "kid": self.kid,
-            "alg": "EdDSA",
-            "use": "sig",
-        })
-    }
-
-    fn decoding_key(&self) -> DecodingKey {
-        DecodingKey::from_ed_der(self.signing.verifying_key().as_bytes())
+        self.verification_key().jwk()
     }
 
     fn encoding_key(&self) -> Result<EncodingKey, KeyError> {
@@ -150,6 +144,61 @@ impl From<&str> for Audience {
 
 /// Longest accepted `sub`, in characters (it is stored as `createdBy` and in audit events).
 pub const MAX_SUBJECT_LEN: usize = 255;
+
+/// RFC 7638 thumbprint of an Ed25519 public key: the `kid`.
+fn thumbprint(public: &ed25519_dalek::VerifyingKey) -> String {
+    let x = URL_SAFE_NO_PAD.encode(public.as_bytes());
+    // The required members in lexicographic order, no whitespace.
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// The public half of one of this service's keys: the current signing key, or an earlier one
+/// kept so its tokens stay valid until they expire (key rotation).
+#[derive(Debug, Clone)]
+pub struct VerificationKey {
+    public: ed25519_dalek::VerifyingKey,
+    kid: String,
+}
+
+impl VerificationKey {
+    /// Loads a public key (`-----BEGIN PUBLIC KEY-----`, SPKI) or, for convenience, the
+    /// public half of a private key (`-----BEGIN PRIVATE KEY-----`, PKCS#8).
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidPrivateKey`] when `pem` is neither.
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        use ed25519_dalek::pkcs8::DecodePublicKey as _;
+        if let Ok(public) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+            return Ok(Self {
+                kid: thumbprint(&public),
+                public,
+            });
+        }
+        Ok(Ed25519Key::from_pkcs8_pem(pem)?.verification_key())
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The key as a JWK.
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(self.public.as_bytes()),
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        })
+    }
+
+    fn decoding_key(&self) -> DecodingKey {
+        DecodingKey::from_ed_der(self.public.as_bytes())
+    }
+}
 
 /// The claims of an access token (SPEC §3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,7 +307,7 @@ impl TokenVerifier {
     }
 
     /// Trusts one of this service's keys for tokens issued by `issuer`.
-    pub fn trust_own_key(&mut self, key: &Ed25519Key, issuer: &str) {
+    pub fn trust_own_key(&mut self, key: &VerificationKey, issuer: &str) {
         self.keys.insert(
             key.kid.clone(),
             TrustedKey {
@@ -386,6 +435,7 @@ fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
     }
     Ok(Principal {
         subject: claims.sub.clone(),
+        issuer: claims.iss.clone(),
         tenant: OrgId::parse(claims.tenant_id.as_str())
             .map_err(|_| TokenError::BadClaims("tenant_id"))?,
         scope: claims
@@ -400,6 +450,13 @@ fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
             .collect(),
         kind: PrincipalKind::parse(&claims.principal_type)
             .ok_or(TokenError::BadClaims("principal_type"))?,
+        token_id: claims.jti.clone(),
+        credential_id: claims
+            .credential_id
+            .as_deref()
+            .map(CredentialId::parse)
+            .transpose()
+            .map_err(|_| TokenError::BadClaims("credential_id"))?,
     })
 }
 
@@ -436,7 +493,7 @@ mod tests {
     fn setup() -> (Ed25519Key, TokenVerifier) {
         let key = Ed25519Key::generate().unwrap();
         let mut verifier = TokenVerifier::new("k0rdent");
-        verifier.trust_own_key(&key, ISSUER);
+        verifier.trust_own_key(&key.verification_key(), ISSUER);
         (key, verifier)
     }
 

@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod caller;
+pub mod client_ip;
 pub mod credentials;
 pub mod error;
 pub mod health;
@@ -21,11 +22,12 @@ pub mod reply;
 pub mod request_id;
 pub mod sealing;
 pub mod service_accounts;
+pub mod token_endpoints;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use iam_domain::ports::Adapters;
-use iam_domain::{CredentialAdmin, ServiceAccountAdmin};
+use iam_domain::{CredentialAdmin, ServiceAccountAdmin, TokenService};
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::page_token::PageTokenCodec;
@@ -37,6 +39,10 @@ pub struct AppState<A: Adapters> {
     pub admin: ServiceAccountAdmin<A>,
     /// The credential use cases.
     pub credentials: CredentialAdmin<A>,
+    /// Token minting, liveness and revocation.
+    pub tokens: TokenService<A>,
+    /// Signs minted tokens; publishes keys and metadata.
+    pub issuer: token_endpoints::TokenIssuer,
     /// Seals recorded idempotent responses.
     pub sealer: ResponseSealer,
     /// Idempotency records.
@@ -47,9 +53,9 @@ pub struct AppState<A: Adapters> {
     pub page_tokens: PageTokenCodec,
 }
 
-/// Registers every route. The caller must also register `web::Data<AppState<A>>` and
-/// `web::Data<caller::Authenticator>` as app data and wrap the app in
-/// [`request_id::middleware`].
+/// Registers every route. The caller must also register `web::Data<AppState<A>>`,
+/// `web::Data<caller::Authenticator>` and `web::Data<client_ip::TrustedProxies>` as app data
+/// and wrap the app in [`request_id::middleware`].
 pub fn configure<A: Adapters>(cfg: &mut web::ServiceConfig) {
     use service_accounts as sa;
     let openapi = openapi::json();
@@ -90,6 +96,30 @@ pub fn configure<A: Adapters>(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(credentials::get::<A>))
                 .route(web::delete().to(credentials::delete::<A>))
                 .default_service(web::to(method_not_allowed)),
+        )
+        .route(
+            "/v1/regions/global/auth/token",
+            web::post().to(token_endpoints::mint::<A>),
+        )
+        .route(
+            "/oauth2/token",
+            web::post().to(token_endpoints::oauth2_token::<A>),
+        )
+        .route(
+            "/v1/regions/global/auth/introspect",
+            web::post().to(token_endpoints::introspect),
+        )
+        .route(
+            "/v1/regions/global/auth/revoke",
+            web::post().to(token_endpoints::revoke::<A>),
+        )
+        .route(
+            "/.well-known/jwks.json",
+            web::get().to(token_endpoints::jwks::<A>),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            web::get().to(token_endpoints::metadata::<A>),
         )
         .default_service(web::to(not_found));
 }

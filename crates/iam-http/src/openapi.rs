@@ -7,7 +7,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, ErrorEnvelope};
-use crate::{credentials, health, service_accounts};
+use crate::{credentials, health, service_accounts, token_endpoints};
 
 /// The API description served at `GET /openapi.json`.
 #[derive(OpenApi)]
@@ -26,6 +26,12 @@ use crate::{credentials, health, service_accounts};
         credentials::create,
         credentials::get,
         credentials::delete,
+        token_endpoints::mint,
+        token_endpoints::oauth2_token,
+        token_endpoints::introspect,
+        token_endpoints::revoke,
+        token_endpoints::jwks,
+        token_endpoints::metadata,
         health::healthz,
         health::readyz,
     ),
@@ -37,6 +43,8 @@ use crate::{credentials, health, service_accounts};
         credentials::CredentialView,
         credentials::CredentialList,
         credentials::CreateCredentialBody,
+        token_endpoints::TokenResponse,
+        token_endpoints::TokenRequestBody,
         ErrorEnvelope,
         ErrorBody,
         ErrorDetail,
@@ -45,6 +53,7 @@ use crate::{credentials, health, service_accounts};
     tags(
         (name = "ServiceAccounts", description = "Machine principals of an organization."),
         (name = "Credentials", description = "Client secrets of a service account."),
+        (name = "Auth", description = "Tokens for service accounts (client credentials)."),
     )
 )]
 pub struct ApiDoc;
@@ -112,6 +121,6 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 11);
+        assert_eq!(operations, 17);
     }
 }

@@ -9,12 +9,22 @@ use serde::Serialize;
 
 use crate::error::ApiError;
 
-/// A response with its body already serialized.
-#[derive(Debug, Clone)]
+/// A response with its body already serialized. `Debug` leaves out the body (it may hold a
+/// client secret).
+#[derive(Clone)]
 pub struct Reply {
     status: StatusCode,
     headers: Vec<(HeaderName, String)>,
     body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reply {

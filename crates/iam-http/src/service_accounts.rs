@@ -221,7 +221,7 @@ const READ_ONLY_FIELDS: &[&str] = &[
 pub(crate) fn context(req: &HttpRequest) -> RequestContext {
     RequestContext {
         request_id: RequestId::of(req),
-        source_ip: req.peer_addr().map(|a| a.ip()),
+        source_ip: crate::client_ip::of(req),
     }
 }
 

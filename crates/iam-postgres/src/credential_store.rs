@@ -17,6 +17,11 @@
 //!   sort that account's matching credentials (for `active`, at most the cap).
 //! - `delete` is one transaction: the delete (by tenant, account and id) and, if it deleted a
 //!   row, the audit event.
+//! - `find_for_mint` (the hot path of a token mint) is one statement: the account by its client
+//!   id (an index scan of the unique `service_accounts_client_id_key`) joined with the
+//!   credential by `(org_id, id)` (an index scan of the unique `credentials_org_id_id_key`),
+//!   with the credential's `service_account_uid` equal to the account's uid. It reads no
+//!   credential count: the account's `active_credential_count` is 0 in its result.
 
 use std::net::IpAddr;
 
@@ -31,6 +36,7 @@ use iam_domain::credential::{Credential, CredentialFilter, CredentialStatus};
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
 use iam_domain::ports::{CapOutcome, CredentialStore, StoreError};
 use iam_domain::resource_id::{CredentialId, OrgId, ServiceAccountId};
+use iam_domain::service_account::{ClientId, ServiceAccount};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -38,6 +44,7 @@ use crate::audit;
 use crate::error::{DbError, corrupt};
 use crate::keyset::row_greater_than;
 use crate::schema::{credentials, service_accounts};
+use crate::service_account_store::ServiceAccountRow;
 use crate::store::PgStore;
 
 /// A `credentials` row. There is no column for the plaintext secret: only its hash.
@@ -162,6 +169,21 @@ fn cursor_page<'a>(
     ordered(query).limit(limit)
 }
 
+/// The credential `id` of the account whose client id is `client_id`, joined with that
+/// account: `credentials INNER JOIN service_accounts ON credentials.service_account_uid =
+/// service_accounts.uid WHERE service_accounts.client_id = $1 AND credentials.id = $2 AND
+/// credentials.org_id = service_accounts.org_id`. At most one row (`client_id` is unique, and
+/// so is `(org_id, id)` of a credential); both lookups are unique-index scans. Shared by
+/// `find_for_mint` and the liveness check of service-account tokens.
+#[diesel::dsl::auto_type]
+pub(crate) fn credential_of_client<'a>(client_id: &'a str, id: &'a str) -> _ {
+    credentials::table
+        .inner_join(service_accounts::table)
+        .filter(service_accounts::client_id.eq(client_id))
+        .filter(credentials::id.eq(id))
+        .filter(credentials::org_id.eq(service_accounts::org_id))
+}
+
 /// `EXISTS (SELECT 1 FROM service_accounts WHERE org_id = tenant AND id = account)`.
 #[diesel::dsl::auto_type]
 fn account_exists<'a>(tenant: &'a str, account: &'a str) -> _ {
@@ -268,6 +290,26 @@ impl PgStore {
             next: None,
             total: Some(u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?),
         }))
+    }
+
+    /// The plan Postgres chooses for [`CredentialStore::find_for_mint`] (`EXPLAIN` output
+    /// lines).
+    ///
+    /// # Errors
+    /// [`StoreError`] for backend failures.
+    #[cfg(feature = "test-support")]
+    pub async fn explain_find_for_mint(
+        &self,
+        client_id: &ClientId,
+        id: &CredentialId,
+    ) -> Result<Vec<String>, StoreError> {
+        let query = credential_of_client(client_id.as_str(), id.as_str())
+            .select((CredentialRow::as_select(), ServiceAccountRow::as_select()));
+        let mut conn = self.conn().await?;
+        Ok(crate::test_support::Explain(query)
+            .load::<String>(&mut conn)
+            .await
+            .map_err(DbError::from)?)
     }
 
     /// The plan Postgres chooses for a cursor-mode credential list page (`EXPLAIN` output
@@ -393,6 +435,29 @@ impl CredentialStore for PgStore {
         }
     }
 
+    /// One statement (see the module documentation). The account's `active_credential_count`
+    /// is not read: it is 0 in the result.
+    async fn find_for_mint(
+        &self,
+        client_id: &ClientId,
+        id: &CredentialId,
+    ) -> Result<Option<(Credential, ServiceAccount)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = credential_of_client(client_id.as_str(), id.as_str())
+            .select((CredentialRow::as_select(), ServiceAccountRow::as_select()))
+            .get_result::<(CredentialRow, ServiceAccountRow)>(&mut conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?;
+        let Some((credential, account)) = row else {
+            return Ok(None);
+        };
+        // Not counted here (the mint does not need it): documented as 0.
+        let account = account.into_domain(Some(0))?;
+        let credential = credential.into_domain(account.id.clone())?;
+        Ok(Some((credential, account)))
+    }
+
     async fn delete(
         &self,
         tenant: &OrgId,
@@ -466,5 +531,28 @@ mod tests {
         assert!(cacheable(&page), "{sql}");
         let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()));
         assert!(cacheable(&exists));
+    }
+
+    #[test]
+    fn the_mint_lookup_is_one_cacheable_join_on_client_id_and_credential_id() {
+        let query = credential_of_client("sa-ci@org-acme.iam", "cred-a")
+            .select((CredentialRow::as_select(), ServiceAccountRow::as_select()));
+        let sql = diesel::debug_query::<Pg, _>(&query).to_string();
+        assert!(
+            sql.contains(
+                "FROM (\"credentials\" INNER JOIN \"service_accounts\" ON \
+                 (\"credentials\".\"service_account_uid\" = \"service_accounts\".\"uid\"))"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "WHERE (((\"service_accounts\".\"client_id\" = $1) AND \
+                 (\"credentials\".\"id\" = $2)) AND \
+                 (\"credentials\".\"org_id\" = \"service_accounts\".\"org_id\"))"
+            ),
+            "{sql}"
+        );
+        assert!(cacheable(&query), "{sql}");
     }
 }

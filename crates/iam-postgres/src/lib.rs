@@ -7,10 +7,14 @@
 //! - [`PgStore`]: one cheaply cloneable handle implementing
 //!   [`ServiceAccountStore`](iam_domain::ports::ServiceAccountStore),
 //!   [`CredentialStore`](iam_domain::ports::CredentialStore),
+//!   [`TokenStore`](iam_domain::ports::TokenStore),
 //!   [`Directory`](iam_domain::ports::Directory),
 //!   [`IdempotencyStore`](iam_domain::ports::IdempotencyStore) and
 //!   [`Readiness`](iam_domain::ports::Readiness), plus operator operations
-//!   ([`PgStore::apply_directory`], [`PgStore::purge_expired_idempotency_keys`]).
+//!   ([`PgStore::apply_directory`], [`PgStore::purge_expired_idempotency_keys`],
+//!   [`PgStore::purge_expired_revocations`]).
+//! - [`UsageBuffer`]: the [`UsageRecorder`](iam_domain::ports::UsageRecorder) of token mints,
+//!   which buffers credentials' last use in memory and writes it in periodic batches.
 //! - [`run_migrations`]: applies the migrations embedded from the workspace's `migrations/`.
 //!
 //! Errors: a pool timeout or a connection failure is
@@ -37,9 +41,12 @@ mod service_account_store;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+mod token_store;
+mod usage;
 
 pub use directory::{ApplySummary, OrganizationSpec, ProjectSpec, RoleSpec};
 pub use error::MigrationError;
 pub use migrations::{MIGRATIONS, latest_embedded_version, run_migrations};
 pub use pool::{PgConfig, PgPool, PgPoolStatus, PoolBuildError};
 pub use store::PgStore;
+pub use usage::UsageBuffer;

@@ -100,10 +100,18 @@ impl PgPool {
     /// # Errors
     /// [`PoolBuildError`] when `max_connections` is 0 or deadpool rejects the configuration.
     pub fn new(config: &PgConfig) -> Result<Self, PoolBuildError> {
+        Self::with_manager_config(config, ManagerConfig::default())
+    }
+
+    /// As [`Self::new`], with `manager_config`'s connection setup (its recycling method is
+    /// replaced by [`RecyclingMethod::Fast`]).
+    pub(crate) fn with_manager_config(
+        config: &PgConfig,
+        mut manager_config: ManagerConfig<AsyncPgConnection>,
+    ) -> Result<Self, PoolBuildError> {
         if config.max_connections == 0 {
             return Err(PoolBuildError::NoConnections);
         }
-        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
         manager_config.recycling_method = RecyclingMethod::Fast;
         let manager =
             AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);

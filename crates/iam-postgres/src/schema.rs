@@ -65,6 +65,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        org_id -> Text,
+        expires_at -> Timestamptz,
+        revoked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     roles (org_id, slug) {
         org_id -> Text,
         slug -> Text,
@@ -102,6 +111,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     organizations,
     projects,
+    revoked_tokens,
     roles,
     service_accounts,
 );

@@ -49,7 +49,7 @@ impl From<diesel::result::Error> for InsertFailure {
 /// A `service_accounts` row.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = service_accounts, check_for_backend(Pg))]
-struct ServiceAccountRow {
+pub(crate) struct ServiceAccountRow {
     uid: Uuid,
     org_id: String,
     id: String,
@@ -87,7 +87,10 @@ impl ServiceAccountRow {
     }
 
     /// The account, with `active_credential_count` as read alongside the row.
-    fn into_domain(self, active_credentials: Option<i64>) -> Result<ServiceAccount, StoreError> {
+    pub(crate) fn into_domain(
+        self,
+        active_credentials: Option<i64>,
+    ) -> Result<ServiceAccount, StoreError> {
         let uid = self.uid;
         let bad = |field: &str, e: &dyn std::fmt::Display| {
             corrupt(format_args!("service account {uid}: {field}: {e}"))

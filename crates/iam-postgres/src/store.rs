@@ -7,7 +7,7 @@ use crate::error::DbError;
 use crate::pool::{PgConfig, PgPool, PoolBuildError};
 
 /// The Postgres implementation of the storage ports (`ServiceAccountStore`,
-/// `CredentialStore`, `Directory`, `IdempotencyStore`, `Readiness`). Cloning it is cheap:
+/// `CredentialStore`, `TokenStore`, `Directory`, `IdempotencyStore`, `Readiness`). Cloning it is cheap:
 /// clones share one [`PgPool`].
 #[derive(Debug, Clone)]
 pub struct PgStore {

@@ -20,18 +20,21 @@
 //! development and CI); its own database is used only for administrative statements.
 //! `cargo xtask ci` provides it.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Text};
+use diesel_async::pooled_connection::ManagerConfig;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use time::OffsetDateTime;
 
 use crate::migrations::run_migrations;
-use crate::pool::PgConfig;
+use crate::pool::{PgConfig, PgPool};
 use crate::schema::audit_events;
 use crate::store::PgStore;
 
@@ -148,6 +151,29 @@ impl TestDatabase {
     pub fn store(&self) -> PgStore {
         PgStore::connect(&self.config())
             .unwrap_or_else(|e| panic!("cannot build a pool for {}: {e}", self.name))
+    }
+
+    /// A [`PgStore`] on this database whose connections count the statements they send
+    /// (transaction control included), to check how many a store operation takes.
+    ///
+    /// # Panics
+    /// Never in practice: the test configuration is valid.
+    pub fn counting_store(&self) -> (PgStore, StatementCounter) {
+        let counter = StatementCounter::default();
+        let count = Arc::clone(&counter.0);
+        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        manager_config.custom_setup = Box::new(move |url| {
+            let count = Arc::clone(&count);
+            let url = url.to_owned();
+            Box::pin(async move {
+                let mut conn = AsyncPgConnection::establish(&url).await?;
+                conn.set_instrumentation(CountStatements(count));
+                Ok(conn)
+            })
+        });
+        let pool = PgPool::with_manager_config(&self.config(), manager_config)
+            .unwrap_or_else(|e| panic!("cannot build a pool for {}: {e}", self.name));
+        (PgStore::new(pool), counter)
     }
 
     /// A direct connection to this database (for raw SQL in tests).
@@ -346,6 +372,33 @@ async fn remove_stale_templates(admin: &mut AsyncPgConnection, current: &str) {
         };
         if let Err(e) = dropped {
             tracing::info!(database = %name, "stale template left in place: {e}");
+        }
+    }
+}
+
+/// How many statements the connections of a [`TestDatabase::counting_store`] sent.
+#[derive(Debug, Clone, Default)]
+pub struct StatementCounter(Arc<AtomicUsize>);
+
+impl StatementCounter {
+    /// Statements sent since the store was made or since the last [`Self::take`].
+    pub fn get(&self) -> usize {
+        AtomicUsize::load(&self.0, Ordering::SeqCst)
+    }
+
+    /// Returns the count and starts again from 0.
+    pub fn take(&self) -> usize {
+        self.0.swap(0, Ordering::SeqCst)
+    }
+}
+
+/// Counts every statement a connection starts.
+struct CountStatements(Arc<AtomicUsize>);
+
+impl Instrumentation for CountStatements {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 }

@@ -808,15 +808,15 @@ mod credentials {
 
     use super::*;
 
-    const CAP: u32 = 5;
+    pub(super) const CAP: u32 = 5;
 
-    fn cred_id(raw: &str) -> CredentialId {
+    pub(super) fn cred_id(raw: &str) -> CredentialId {
         CredentialId::parse(raw).unwrap()
     }
 
     /// A credential of `account` created at `created_at`, expiring at `expires_at`; its hash
     /// bytes are derived from `uid` so that every credential has its own.
-    fn credential(
+    pub(super) fn credential(
         account: &ServiceAccount,
         id: &str,
         created_at: OffsetDateTime,
@@ -859,7 +859,7 @@ mod credentials {
         }
     }
 
-    async fn insert_credential(
+    pub(super) async fn insert_credential(
         store: &PgStore,
         credential: &Credential,
         cap: u32,
@@ -876,7 +876,7 @@ mod credentials {
             .unwrap()
     }
 
-    async fn get_credential(
+    pub(super) async fn get_credential(
         store: &PgStore,
         tenant: &str,
         account: &str,
@@ -918,7 +918,7 @@ mod credentials {
         .unwrap()
     }
 
-    async fn delete_credential(
+    pub(super) async fn delete_credential(
         store: &PgStore,
         tenant: &str,
         account: &str,
@@ -955,7 +955,7 @@ mod credentials {
     }
 
     /// `ACME`'s `sa-ci` (uid 1), stored.
-    async fn with_account() -> (TestDatabase, PgStore, ServiceAccount) {
+    pub(super) async fn with_account() -> (TestDatabase, PgStore, ServiceAccount) {
         let (db, store) = seeded().await;
         let sa = account(ACME, "sa-ci", t0(), 1);
         insert(&store, &sa).await;
@@ -1652,7 +1652,7 @@ mod credentials {
     /// 2000 more accounts of `ACME` with 5 credentials each, and 10 000 credentials of
     /// `sa-ci` (uid 1), created one second apart from 2026-01-01 and expiring one minute
     /// apart; then `ANALYZE`.
-    async fn seed_many_credentials(conn: &mut AsyncPgConnection) {
+    pub(super) async fn seed_many_credentials(conn: &mut AsyncPgConnection) {
         // Many accounts with credentials, and one account with many.
         conn.batch_execute(
             "INSERT INTO service_accounts (uid, org_id, id, display_name, client_id, scope, \
@@ -1774,6 +1774,490 @@ mod credentials {
         assert!(plan.contains("SubPlan"), "{plan}");
         assert!(plan.contains("using credentials_active_idx"), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+}
+
+mod tokens {
+    //! `CredentialStore::find_for_mint`, `TokenStore` and the purge of revocations.
+
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use iam_domain::credential::Credential;
+    use iam_domain::ports::{CapOutcome, CredentialStore, TokenStore};
+
+    use super::credentials::{
+        CAP, cred_id, credential, delete_credential, insert_credential, seed_many_credentials,
+        with_account,
+    };
+    use super::*;
+
+    /// A day after `t0`.
+    fn tomorrow() -> OffsetDateTime {
+        t0() + Duration::days(1)
+    }
+
+    async fn stored_credential(
+        store: &PgStore,
+        account: &ServiceAccount,
+        id: &str,
+        expires_at: OffsetDateTime,
+        uid: u128,
+    ) -> Credential {
+        let credential = credential(account, id, t0(), expires_at, uid);
+        assert_eq!(
+            insert_credential(store, &credential, CAP, t0()).await,
+            CapOutcome::Inserted
+        );
+        credential
+    }
+
+    async fn find(
+        store: &PgStore,
+        client_id: &ClientId,
+        id: &str,
+    ) -> Option<(Credential, ServiceAccount)> {
+        store.find_for_mint(client_id, &cred_id(id)).await.unwrap()
+    }
+
+    async fn live(
+        store: &PgStore,
+        jti: &str,
+        service_account: Option<(&ClientId, &str)>,
+        now: OffsetDateTime,
+    ) -> bool {
+        let service_account = service_account.map(|(client, id)| (client, cred_id(id)));
+        store
+            .is_live(jti, service_account.as_ref().map(|(c, id)| (*c, id)), now)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn find_for_mint_returns_the_pair_only_for_the_credential_of_that_client() {
+        let (db, _, sa) = with_account().await;
+        let (store, statements) = db.counting_store();
+        let other = account(ACME, "sa-other", t0(), 2);
+        insert(&store, &other).await;
+        let foreign = account(OTHER, "sa-ci", t0(), 3);
+        insert(&store, &foreign).await;
+        let cred_a = stored_credential(&store, &sa, "cred-a", tomorrow(), 100).await;
+        stored_credential(&store, &other, "cred-b", tomorrow(), 101).await;
+        // The same credential id in another tenant, under an account with the same id.
+        stored_credential(&store, &foreign, "cred-a", tomorrow(), 102).await;
+
+        statements.take();
+        let (credential, account) = find(&store, &sa.client_id, "cred-a").await.unwrap();
+        assert_eq!(statements.take(), 1, "one statement");
+        assert_eq!(credential, cred_a);
+        // The whole account, with no credential count (documented as 0).
+        assert_eq!(account, sa);
+        assert_eq!(account.active_credential_count, 0);
+
+        let (credential, account) = find(&store, &foreign.client_id, "cred-a").await.unwrap();
+        assert_eq!(credential.uid, Uuid::from_u128(102));
+        assert_eq!(account.uid, foreign.uid);
+
+        let unknown = ClientId::from_stored("sa-nobody@org-acme.iam".into());
+        assert_eq!(
+            find(&store, &unknown, "cred-a").await,
+            None,
+            "wrong client id"
+        );
+        assert_eq!(
+            find(&store, &sa.client_id, "cred-zzz").await,
+            None,
+            "wrong credential"
+        );
+        assert_eq!(
+            find(&store, &sa.client_id, "cred-b").await,
+            None,
+            "a credential of another account of the tenant"
+        );
+        assert_eq!(
+            find(&store, &other.client_id, "cred-a").await,
+            None,
+            "a credential of another account of the tenant"
+        );
+        assert_eq!(
+            statements.take(),
+            5,
+            "one statement per lookup, found or not"
+        );
+    }
+
+    #[tokio::test]
+    async fn find_for_mint_returns_expired_credentials_and_disabled_accounts_for_the_caller_to_judge()
+     {
+        let (db, store, sa) = with_account().await;
+        let expired = stored_credential(&store, &sa, "cred-old", t0(), 100).await;
+        let mut conn = db.connection().await;
+        diesel::sql_query("UPDATE service_accounts SET status = 'disabled'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (credential, account) = find(&store, &sa.client_id, "cred-old").await.unwrap();
+        assert_eq!(credential, expired);
+        assert_eq!(account.status, ServiceAccountStatus::Disabled);
+    }
+
+    #[tokio::test]
+    async fn the_mint_lookup_and_the_liveness_check_are_unique_index_probes() {
+        let (db, store, sa) = with_account().await;
+        let mut conn = db.connection().await;
+        seed_many_credentials(&mut conn).await;
+        conn.batch_execute(
+            "INSERT INTO revoked_tokens (jti, org_id, expires_at) \
+             SELECT gen_random_uuid()::text, 'org-acme', now() + interval '15 minutes' \
+             FROM generate_series(1, 5000); \
+             ANALYZE revoked_tokens",
+        )
+        .await
+        .unwrap();
+
+        let plan = store
+            .explain_find_for_mint(&sa.client_id, &cred_id("cred-many-77"))
+            .await
+            .unwrap()
+            .join("\n");
+        assert!(
+            plan.contains("using service_accounts_client_id_key"),
+            "{plan}"
+        );
+        assert!(plan.contains("using credentials_org_id_id_key"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+
+        let plan = store
+            .explain_is_live("jti-1", &sa.client_id, &cred_id("cred-many-77"), t0())
+            .await
+            .unwrap()
+            .join("\n");
+        assert!(plan.contains("using revoked_tokens_pkey"), "{plan}");
+        assert!(
+            plan.contains("using service_accounts_client_id_key"),
+            "{plan}"
+        );
+        assert!(plan.contains("using credentials_org_id_id_key"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+
+        let (credential, _) = find(&store, &sa.client_id, "cred-many-77").await.unwrap();
+        assert_eq!(credential.id.as_str(), "cred-many-77");
+    }
+
+    #[tokio::test]
+    async fn a_user_token_is_live_until_its_jti_is_revoked() {
+        let (db, _) = seeded().await;
+        let (store, statements) = db.counting_store();
+        assert!(live(&store, "jti-1", None, t0()).await);
+        assert_eq!(statements.take(), 1);
+
+        store
+            .revoke(&org_id(ACME), "jti-1", tomorrow())
+            .await
+            .unwrap();
+        assert_eq!(statements.take(), 1);
+        assert!(!live(&store, "jti-1", None, t0()).await);
+        assert!(
+            live(&store, "jti-2", None, t0()).await,
+            "other tokens stay live"
+        );
+        assert_eq!(statements.take(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_service_account_token_is_live_only_while_its_credential_and_account_are() {
+        let (db, _, sa) = with_account().await;
+        let (store, statements) = db.counting_store();
+        let now = t0() + Duration::hours(1);
+        let other = account(ACME, "sa-other", t0(), 2);
+        let disabled = account(ACME, "sa-disabled", t0(), 3);
+        let deleted = account(ACME, "sa-deleted", t0(), 4);
+        for account in [&other, &disabled, &deleted] {
+            insert(&store, account).await;
+        }
+        stored_credential(&store, &sa, "cred-a", tomorrow(), 100).await;
+        stored_credential(&store, &sa, "cred-gone", tomorrow(), 101).await;
+        stored_credential(&store, &sa, "cred-ends", now, 102).await;
+        stored_credential(
+            &store,
+            &sa,
+            "cred-ends-later",
+            now + Duration::microseconds(1),
+            103,
+        )
+        .await;
+        stored_credential(&store, &other, "cred-b", tomorrow(), 104).await;
+        stored_credential(&store, &disabled, "cred-d", tomorrow(), 105).await;
+        stored_credential(&store, &deleted, "cred-x", tomorrow(), 106).await;
+
+        statements.take();
+        assert!(live(&store, "jti-1", Some((&sa.client_id, "cred-a")), now).await);
+        assert_eq!(statements.take(), 1, "one statement");
+        assert!(
+            live(
+                &store,
+                "jti-1",
+                Some((&sa.client_id, "cred-ends-later")),
+                now
+            )
+            .await
+        );
+        assert!(live(&store, "jti-1", Some((&other.client_id, "cred-b")), now).await);
+        assert!(live(&store, "jti-1", Some((&disabled.client_id, "cred-d")), now).await);
+        assert!(live(&store, "jti-1", Some((&deleted.client_id, "cred-x")), now).await);
+
+        // Expired at `now` (expires_at = now is no longer live).
+        assert!(!live(&store, "jti-1", Some((&sa.client_id, "cred-ends")), now).await);
+        // A credential of another account, or an unknown one.
+        assert!(!live(&store, "jti-1", Some((&sa.client_id, "cred-b")), now).await);
+        assert!(!live(&store, "jti-1", Some((&sa.client_id, "cred-none")), now).await);
+        // Credential deleted.
+        assert!(delete_credential(&store, ACME, "sa-ci", "cred-gone", now).await);
+        assert!(!live(&store, "jti-1", Some((&sa.client_id, "cred-gone")), now).await);
+        // Account disabled.
+        let mut conn = db.connection().await;
+        diesel::sql_query(
+            "UPDATE service_accounts SET status = 'disabled' WHERE id = 'sa-disabled'",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert!(!live(&store, "jti-1", Some((&disabled.client_id, "cred-d")), now).await);
+        // Account deleted (with its credentials).
+        assert!(
+            ServiceAccountStore::delete(
+                &store,
+                &org_id(ACME),
+                &deleted.id,
+                &event(&deleted, AuditAction::ServiceAccountDeleted, now),
+            )
+            .await
+            .unwrap()
+        );
+        assert!(!live(&store, "jti-1", Some((&deleted.client_id, "cred-x")), now).await);
+
+        // A revoked jti, with a perfectly live credential.
+        store
+            .revoke(&org_id(ACME), "jti-1", tomorrow())
+            .await
+            .unwrap();
+        assert!(!live(&store, "jti-1", Some((&sa.client_id, "cred-a")), now).await);
+        assert!(live(&store, "jti-2", Some((&sa.client_id, "cred-a")), now).await);
+    }
+
+    #[derive(Debug, PartialEq, Eq, Queryable)]
+    struct Revocation {
+        jti: String,
+        org_id: String,
+        expires_at: OffsetDateTime,
+    }
+
+    async fn revocations(db: &TestDatabase) -> Vec<Revocation> {
+        use diesel::sql_types::{Text, Timestamptz};
+        let mut conn = db.connection().await;
+        diesel::dsl::sql::<(Text, Text, Timestamptz)>(
+            "SELECT jti, org_id, expires_at FROM revoked_tokens ORDER BY jti",
+        )
+        .load::<Revocation>(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn revoking_twice_keeps_one_record_and_is_not_an_error() {
+        let (db, store) = seeded().await;
+        store
+            .revoke(&org_id(ACME), "jti-1", tomorrow())
+            .await
+            .unwrap();
+        store
+            .revoke(&org_id(ACME), "jti-1", tomorrow() + Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            revocations(&db).await,
+            [Revocation {
+                jti: "jti-1".into(),
+                org_id: ACME.into(),
+                expires_at: tomorrow(),
+            }]
+        );
+        assert!(!live(&store, "jti-1", None, t0()).await);
+    }
+
+    #[tokio::test]
+    async fn purge_deletes_only_revocations_of_tokens_expired_before_now() {
+        let (db, store) = seeded().await;
+        let now = t0();
+        for (jti, expires_at) in [
+            ("jti-expired", now - Duration::microseconds(1)),
+            ("jti-at-now", now),
+            ("jti-later", now + Duration::minutes(15)),
+        ] {
+            store.revoke(&org_id(ACME), jti, expires_at).await.unwrap();
+        }
+        assert_eq!(store.purge_expired_revocations(now).await.unwrap(), 1);
+        assert_eq!(store.purge_expired_revocations(now).await.unwrap(), 0);
+        let left: Vec<String> = revocations(&db).await.into_iter().map(|r| r.jti).collect();
+        assert_eq!(left, ["jti-at-now", "jti-later"]);
+        assert!(!live(&store, "jti-at-now", None, now).await);
+        assert!(!live(&store, "jti-later", None, now).await);
+    }
+}
+
+mod usage {
+    //! `UsageBuffer`: in-memory coalescing of last uses, written in one statement per flush.
+
+    use std::net::Ipv6Addr;
+
+    use iam_domain::credential::Credential;
+    use iam_domain::ports::UsageRecorder;
+    use iam_postgres::UsageBuffer;
+
+    use super::credentials::{CAP, credential, get_credential, insert_credential, with_account};
+    use super::*;
+
+    #[expect(
+        clippy::unnecessary_wraps,
+        reason = "the recorded and stored form, compared with `None` too"
+    )]
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, last)))
+    }
+
+    /// `sa-ci` with credentials `cred-a` (uid 100) and `cred-b` (uid 101).
+    async fn with_credentials() -> (TestDatabase, PgStore, Credential, Credential) {
+        let (db, store, sa) = with_account().await;
+        let a = credential(&sa, "cred-a", t0(), t0() + Duration::days(90), 100);
+        let b = credential(&sa, "cred-b", t0(), t0() + Duration::days(90), 101);
+        for c in [&a, &b] {
+            insert_credential(&store, c, CAP, t0()).await;
+        }
+        (db, store, a, b)
+    }
+
+    async fn last_use(store: &PgStore, id: &str) -> (Option<OffsetDateTime>, Option<IpAddr>) {
+        let c = get_credential(store, ACME, "sa-ci", id).await.unwrap();
+        (c.last_used_at, c.last_used_ip)
+    }
+
+    #[tokio::test]
+    async fn uses_coalesce_to_the_latest_per_credential_and_one_statement_writes_them() {
+        let (db, _, a, b) = with_credentials().await;
+        let (store, statements) = db.counting_store();
+        let buffer = UsageBuffer::new(store.clone());
+        let ipv6 = Some(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9)));
+
+        // Out of order, from several tasks at once.
+        let tasks: Vec<_> = (0..8u8)
+            .map(|task| {
+                let buffer = buffer.clone();
+                let (a, b) = (a.uid, b.uid);
+                tokio::spawn(async move {
+                    for i in 0..100u8 {
+                        let n = i64::from(i) * 8 + i64::from(task);
+                        buffer.record_use(a, t0() + Duration::milliseconds(n), ip(task));
+                        buffer.record_use(b, t0() - Duration::milliseconds(n), ip(i));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let latest_a = t0() + Duration::milliseconds(99 * 8 + 7);
+        buffer.record_use(a.uid, latest_a, ipv6); // the same time again: keeps the first
+        assert_eq!(buffer.pending(), 2);
+        assert_eq!(statements.get(), 0, "recording never touches the database");
+
+        assert_eq!(buffer.flush().await.unwrap(), 2);
+        assert_eq!(statements.take(), 1, "one statement");
+        assert_eq!(buffer.pending(), 0);
+        assert_eq!(last_use(&store, "cred-a").await, (Some(latest_a), ip(7)));
+        assert_eq!(last_use(&store, "cred-b").await, (Some(t0()), ip(0)));
+
+        // Nothing pending: no statement at all.
+        statements.take();
+        assert_eq!(buffer.flush().await.unwrap(), 0);
+        assert_eq!(statements.get(), 0);
+
+        // A newer use, IPv6 and without an address.
+        let later = latest_a + Duration::seconds(5);
+        buffer.record_use(a.uid, later, ipv6);
+        buffer.record_use(b.uid, later, None);
+        assert_eq!(buffer.flush().await.unwrap(), 2);
+        assert_eq!(last_use(&store, "cred-a").await, (Some(later), ipv6));
+        assert_eq!(last_use(&store, "cred-b").await, (Some(later), None));
+    }
+
+    #[tokio::test]
+    async fn an_older_use_never_overwrites_a_newer_stored_one() {
+        let (_db, store, a, b) = with_credentials().await;
+        let first = UsageBuffer::new(store.clone());
+        let second = UsageBuffer::new(store.clone()); // another server instance
+        let newer = t0() + Duration::minutes(10);
+        first.record_use(a.uid, newer, ip(1));
+        second.record_use(a.uid, t0(), ip(2));
+        second.record_use(b.uid, t0(), ip(2));
+        // An unknown (e.g. deleted) credential is skipped.
+        second.record_use(Uuid::from_u128(999), t0(), ip(2));
+
+        assert_eq!(first.flush().await.unwrap(), 1);
+        assert_eq!(second.flush().await.unwrap(), 1, "only cred-b is updated");
+        assert_eq!(second.pending(), 0);
+        assert_eq!(last_use(&store, "cred-a").await, (Some(newer), ip(1)));
+        assert_eq!(last_use(&store, "cred-b").await, (Some(t0()), ip(2)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_keeps_the_entries_merged_with_newer_uses() {
+        let (db, store, a, b) = with_credentials().await;
+        let buffer = UsageBuffer::new(store.clone());
+        let mut conn = db.connection().await;
+        let t1 = t0() + Duration::seconds(1);
+        let t2 = t0() + Duration::seconds(2);
+        buffer.record_use(a.uid, t2, ip(2));
+        buffer.record_use(b.uid, t1, ip(1));
+
+        conn.batch_execute("ALTER TABLE credentials RENAME COLUMN last_used_ip TO broken")
+            .await
+            .unwrap();
+        let failed = buffer.flush().await;
+        assert!(
+            matches!(failed, Err(StoreError::Unexpected(_))),
+            "{failed:?}"
+        );
+        assert_eq!(buffer.pending(), 2, "the entries are back");
+        // Meanwhile: an older use of a (ignored) and a newer use of b (kept).
+        buffer.record_use(a.uid, t1, ip(9));
+        buffer.record_use(b.uid, t2, ip(3));
+        conn.batch_execute("ALTER TABLE credentials RENAME COLUMN broken TO last_used_ip")
+            .await
+            .unwrap();
+
+        assert_eq!(buffer.flush().await.unwrap(), 2);
+        assert_eq!(buffer.pending(), 0);
+        assert_eq!(last_use(&store, "cred-a").await, (Some(t2), ip(2)));
+        assert_eq!(last_use(&store, "cred-b").await, (Some(t2), ip(3)));
+    }
+
+    #[tokio::test]
+    async fn the_flusher_writes_pending_uses_periodically() {
+        let (_db, store, a, _) = with_credentials().await;
+        let buffer = UsageBuffer::new(store.clone());
+        let flusher = buffer.spawn_flusher(StdDuration::from_millis(20));
+        buffer.record_use(a.uid, t0(), ip(4));
+        let started = Instant::now();
+        while last_use(&store, "cred-a").await.0.is_none() {
+            assert!(
+                started.elapsed() < StdDuration::from_secs(5),
+                "never flushed"
+            );
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+        assert_eq!(buffer.pending(), 0);
+        assert_eq!(last_use(&store, "cred-a").await, (Some(t0()), ip(4)));
+        flusher.abort();
+        assert!(flusher.await.unwrap_err().is_cancelled());
     }
 }
 

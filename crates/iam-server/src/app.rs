@@ -9,12 +9,15 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use iam_domain::ports::{Adapters, Clock};
-use iam_domain::{CredentialAdmin, SecretHasher, ServiceAccountAdmin};
-use iam_http::caller::Authenticator;
+use iam_domain::{CredentialAdmin, SecretHasher, ServiceAccountAdmin, TokenService};
+use iam_http::caller::{Authenticator, LivenessCheck};
+use iam_http::client_ip::TrustedProxies;
+use iam_http::jwt::TokenSigner;
 use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
+use iam_http::token_endpoints::TokenIssuer;
 use iam_http::{AppState, request_id};
-use iam_postgres::PgStore;
+use iam_postgres::{PgStore, UsageBuffer};
 
 use crate::config::Config;
 use crate::ids::OsIds;
@@ -27,6 +30,8 @@ pub struct Deployment<C>(PhantomData<fn() -> C>);
 impl<C: Clock + Clone> Adapters for Deployment<C> {
     type Store = PgStore;
     type Credentials = PgStore;
+    type Tokens = PgStore;
+    type Usage = UsageBuffer;
     type Directory = PgStore;
     type Idempotency = PgStore;
     type Readiness = PgStore;
@@ -34,10 +39,20 @@ impl<C: Clock + Clone> Adapters for Deployment<C> {
     type Ids = OsIds;
 }
 
-/// How often expired idempotency records are purged.
+/// How often expired idempotency records and revocations are purged.
 const PURGE_INTERVAL: Duration = Duration::from_mins(10);
+/// How often coalesced `lastUsedAt`/`lastUsedIp` updates are written.
+const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Builds the HTTP server on `listener` (not yet running: await or spawn the result).
+/// A built server and what must be flushed when it stops.
+pub struct Built {
+    /// The HTTP server (await or spawn it).
+    pub server: actix_web::dev::Server,
+    /// Pending last-use records; flush after the server stopped.
+    pub usage: UsageBuffer,
+}
+
+/// Builds the HTTP server on `listener` (not yet running).
 ///
 /// # Errors
 /// When keys cannot be loaded, `DATABASE_URL` is missing, or the listener cannot be used.
@@ -45,14 +60,16 @@ pub fn build<C: Clock + Clone>(
     config: &Config,
     clock: C,
     listener: TcpListener,
-) -> anyhow::Result<actix_web::dev::Server> {
+) -> anyhow::Result<Built> {
     let key = keys::signing_key(config)?;
+    let verification_keys = keys::verification_keys(config, &key)?;
     let pepper = keys::secret_pepper(config)?;
     let hasher = SecretHasher::new(&pepper).context("the secret pepper is too short")?;
-    let verifier = keys::verifier(config, &key)?;
+    let verifier = Arc::new(keys::verifier(config, &verification_keys)?);
     let store = PgStore::connect(&config.pg()?)?;
-
-    spawn_idempotency_purge(store.clone(), clock.clone());
+    let usage = UsageBuffer::new(store.clone());
+    usage.spawn_flusher(USAGE_FLUSH_INTERVAL);
+    spawn_purges(store.clone(), clock.clone());
 
     let admin = ServiceAccountAdmin::<Deployment<C>>::new(
         store.clone(),
@@ -67,23 +84,46 @@ pub fn build<C: Clock + Clone>(
         store.clone(),
         clock.clone(),
         OsIds,
-        hasher,
+        hasher.clone(),
         config.admin_role.clone(),
+    );
+    let ttl = time::Duration::try_from(config.access_token_ttl).context("token lifetime")?;
+    let tokens = TokenService::<Deployment<C>>::new(
+        store.clone(),
+        store.clone(),
+        usage.clone(),
+        clock.clone(),
+        OsIds,
+        hasher,
+        ttl,
+        config.admin_role.clone(),
+    );
+    let issuer = TokenIssuer::new(
+        TokenSigner::new(&key)?,
+        config.issuer.clone(),
+        config.audience.clone(),
+        &config.public_url,
+        &verification_keys,
     );
     let state = web::Data::new(AppState {
         admin,
         credentials,
+        tokens,
+        issuer,
         sealer: ResponseSealer::from_pepper(&pepper),
         idempotency: store.clone(),
         readiness: store,
         page_tokens: PageTokenCodec::new(key.derive_secret("iam/page-tokens/v1")),
     });
-    let authenticator = web::Data::new(Authenticator::new(verifier, Arc::new(clock)));
+    let liveness: Arc<dyn LivenessCheck> = state.clone().into_inner();
+    let authenticator = web::Data::new(Authenticator::new(verifier, Arc::new(clock), liveness));
+    let proxies = web::Data::new(TrustedProxies(config.trusted_proxies.clone()));
 
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(authenticator.clone())
+            .app_data(proxies.clone())
             .wrap(from_fn(request_id::middleware))
             .configure(iam_http::configure::<Deployment<C>>)
     })
@@ -91,18 +131,27 @@ pub fn build<C: Clock + Clone>(
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
-    Ok(server.listen(listener)?.run())
+    Ok(Built {
+        server: server.listen(listener)?.run(),
+        usage,
+    })
 }
 
-fn spawn_idempotency_purge<C: Clock>(store: PgStore, clock: C) {
+fn spawn_purges<C: Clock>(store: PgStore, clock: C) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(PURGE_INTERVAL);
         loop {
             interval.tick().await;
-            match store.purge_expired_idempotency_keys(clock.now()).await {
+            let now = clock.now();
+            match store.purge_expired_idempotency_keys(now).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "purged expired idempotency records"),
                 Err(error) => tracing::warn!(%error, "could not purge idempotency records"),
+            }
+            match store.purge_expired_revocations(now).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "purged expired revocations"),
+                Err(error) => tracing::warn!(%error, "could not purge revocations"),
             }
         }
     });

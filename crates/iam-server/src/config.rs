@@ -5,12 +5,13 @@
 //! `IAM_EXTERNAL_ISSUER`,
 //! `IAM_EXTERNAL_JWKS_FILE`, `IAM_ADMIN_ROLE`, `IAM_DB_MAX_CONNECTIONS`,
 //! `IAM_DB_CONNECT_TIMEOUT_MS`, `IAM_DB_CHECKOUT_TIMEOUT_MS`, `IAM_WORKERS`,
-//! `IAM_SHUTDOWN_TIMEOUT_SECS`, `IAM_LOG`, `IAM_LOG_FORMAT`.
+//! `IAM_SHUTDOWN_TIMEOUT_SECS`, `IAM_LOG`, `IAM_LOG_FORMAT`, `IAM_ACCESS_TOKEN_TTL_SECS`,
+//! `IAM_PUBLIC_URL`, `IAM_TRUSTED_PROXIES`, `IAM_VERIFICATION_KEY_FILES`.
 //!
 //! Development mode has safe defaults and generates (and keeps) a signing key and a secret
 //! pepper; production mode refuses to start without both given explicitly.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -86,6 +87,16 @@ pub struct Config {
     pub log_filter: String,
     /// `IAM_LOG_FORMAT`: `pretty` or `json`; default pretty in development, json in production.
     pub log_format: LogFormat,
+    /// `IAM_ACCESS_TOKEN_TTL_SECS`: lifetime of minted access tokens, default 900.
+    pub access_token_ttl: Duration,
+    /// `IAM_PUBLIC_URL`: where clients reach this service (for RFC 8414 metadata), default
+    /// `http://{IAM_LISTEN_ADDR}`.
+    pub public_url: String,
+    /// `IAM_TRUSTED_PROXIES`: comma-separated proxy IPs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// `IAM_VERIFICATION_KEY_FILES`: comma-separated PEM files of earlier signing keys (public
+    /// or private) whose tokens stay valid until they expire (key rotation).
+    pub verification_key_files: Vec<PathBuf>,
 }
 
 fn parsed<T: FromStr>(
@@ -146,14 +157,45 @@ impl Config {
         };
         let millis = |name, default| parsed(&env, name, default).map(Duration::from_millis);
         let workers: usize = parsed(&env, "IAM_WORKERS", 0)?;
+        let listen_addr = parsed(
+            &env,
+            "IAM_LISTEN_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
+        let ttl_secs: u64 = parsed(&env, "IAM_ACCESS_TOKEN_TTL_SECS", 900)?;
+        if !(60..=86_400).contains(&ttl_secs) {
+            bail!("IAM_ACCESS_TOKEN_TTL_SECS must be between 60 and 86400");
+        }
+        let trusted_proxies = env("IAM_TRUSTED_PROXIES")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        s.parse()
+                            .map_err(|e| anyhow::anyhow!("IAM_TRUSTED_PROXIES: {s:?}: {e}"))
+                    })
+                    .collect::<anyhow::Result<Vec<IpAddr>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let verification_key_files = env("IAM_VERIFICATION_KEY_FILES")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         let config = Self {
             mode,
             database_url: env("DATABASE_URL"),
-            listen_addr: parsed(
-                &env,
-                "IAM_LISTEN_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 8080)),
-            )?,
+            listen_addr,
+            public_url: env("IAM_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen_addr}")),
+            access_token_ttl: Duration::from_secs(ttl_secs),
+            trusted_proxies,
+            verification_key_files,
             issuer: env("IAM_ISSUER").unwrap_or_else(|| "urn:k0rdent:iam".to_owned()),
             audience: env("IAM_AUDIENCE").unwrap_or_else(|| "k0rdent".to_owned()),
             signing_key_file,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use iam_domain::SecretHasher;
-use iam_http::jwt::{Ed25519Key, TokenVerifier};
+use iam_http::jwt::{Ed25519Key, TokenVerifier, VerificationKey};
 
 use crate::config::Config;
 
@@ -23,8 +23,9 @@ use crate::config::Config;
 pub fn signing_key(config: &Config) -> anyhow::Result<Ed25519Key> {
     let path = configured_or_dev(config, config.signing_key_file.as_ref(), "signing-key.pem");
     let pem = read_or_create(&path, config.signing_key_file.is_none(), || {
-        Ok(Ed25519Key::generate()?.to_pkcs8_pem()?)
+        Ok(Ed25519Key::generate()?.to_pkcs8_pem()?.into_bytes())
     })?;
+    let pem = String::from_utf8(pem).with_context(|| format!("{} is not PEM", path.display()))?;
     Ed25519Key::from_pkcs8_pem(&pem).with_context(|| format!("loading {}", path.display()))
 }
 
@@ -34,7 +35,7 @@ pub fn signing_key(config: &Config) -> anyhow::Result<Ed25519Key> {
 /// When the file cannot be read or holds fewer than 32 bytes.
 pub fn secret_pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
     let path = configured_or_dev(config, config.secret_pepper_file.as_ref(), "pepper");
-    let text = read_or_create(&path, config.secret_pepper_file.is_none(), || {
+    let raw = read_or_create(&path, config.secret_pepper_file.is_none(), || {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
         let mut hex = String::with_capacity(65);
@@ -42,16 +43,34 @@ pub fn secret_pepper(config: &Config) -> anyhow::Result<Vec<u8>> {
             write!(hex, "{b:02x}")?;
         }
         hex.push('\n');
-        Ok(hex)
+        Ok(hex.into_bytes())
     })?;
-    let pepper = text.trim().as_bytes().to_vec();
+    let pepper = decode_pepper(raw);
     anyhow::ensure!(
         SecretHasher::new(&pepper).is_some(),
-        "{} must hold at least {} bytes",
+        "{} must hold at least {} bytes (64 hex digits, or 32 raw bytes)",
         path.display(),
         SecretHasher::MIN_PEPPER_LEN
     );
     Ok(pepper)
+}
+
+/// A pepper file holds hex digits (decoded), other text (used as is, trimmed), or raw bytes.
+fn decode_pepper(raw: Vec<u8>) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(&raw) else {
+        return raw;
+    };
+    let text = text.trim();
+    let hex =
+        text.len() % 2 == 0 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex {
+        (0..text.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+            .collect()
+    } else {
+        text.as_bytes().to_vec()
+    }
 }
 
 fn configured_or_dev(config: &Config, configured: Option<&PathBuf>, dev_name: &str) -> PathBuf {
@@ -63,10 +82,10 @@ fn configured_or_dev(config: &Config, configured: Option<&PathBuf>, dev_name: &s
 fn read_or_create(
     path: &Path,
     may_create: bool,
-    generate: impl FnOnce() -> anyhow::Result<String>,
-) -> anyhow::Result<String> {
+    generate: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
     if !may_create || path.exists() {
-        return fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+        return fs::read(path).with_context(|| format!("reading {}", path.display()));
     }
     let content = generate()?;
     if let Some(dir) = path.parent() {
@@ -78,26 +97,50 @@ fn read_or_create(
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
         Ok(mut file) => {
-            file.write_all(content.as_bytes())
+            file.write_all(&content)
                 .with_context(|| format!("writing {}", path.display()))?;
             tracing::info!(path = %path.display(), "generated development key material");
             Ok(content)
         }
         // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            fs::read(path).with_context(|| format!("reading {}", path.display()))
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
 }
 
-/// The verifier trusting this service's key and the configured external issuer's JWKS.
+/// This service's verification keys: the current signing key's, then those of
+/// `IAM_VERIFICATION_KEY_FILES` (earlier keys kept during a rotation).
+///
+/// # Errors
+/// When a file cannot be read or holds no Ed25519 key.
+pub fn verification_keys(
+    config: &Config,
+    own: &Ed25519Key,
+) -> anyhow::Result<Vec<VerificationKey>> {
+    let mut keys = vec![own.verification_key()];
+    for path in &config.verification_key_files {
+        let pem =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let key = VerificationKey::from_pem(&pem)
+            .with_context(|| format!("loading {}", path.display()))?;
+        if keys.iter().all(|k| k.kid() != key.kid()) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// The verifier trusting this service's keys and the configured external issuer's JWKS.
 ///
 /// # Errors
 /// When the JWKS file cannot be read or parsed.
-pub fn verifier(config: &Config, own: &Ed25519Key) -> anyhow::Result<TokenVerifier> {
+pub fn verifier(config: &Config, own: &[VerificationKey]) -> anyhow::Result<TokenVerifier> {
     let mut verifier = TokenVerifier::new(config.audience.clone());
-    verifier.trust_own_key(own, &config.issuer);
+    for key in own {
+        verifier.trust_own_key(key, &config.issuer);
+    }
     if let Some(external) = &config.external_issuer {
         let jwks = fs::read_to_string(&external.jwks_file)
             .with_context(|| format!("reading {}", external.jwks_file.display()))?;
@@ -125,7 +168,7 @@ mod tests {
         let key = signing_key(&config).unwrap();
         assert_eq!(signing_key(&config).unwrap().kid(), key.kid());
         let pepper = secret_pepper(&config).unwrap();
-        assert_eq!(pepper.len(), 64);
+        assert_eq!(pepper.len(), 32, "64 hex digits decode to 32 bytes");
         assert_eq!(secret_pepper(&config).unwrap(), pepper);
         #[cfg(unix)]
         {
@@ -147,6 +190,17 @@ mod tests {
         config.secret_pepper_file = Some(dir.join("short"));
         fs::write(dir.join("short"), "too short\n").unwrap();
         assert!(secret_pepper(&config).is_err());
+        fs::write(dir.join("short"), "ab".repeat(31)).unwrap();
+        assert!(
+            secret_pepper(&config).is_err(),
+            "62 hex digits are only 31 bytes"
+        );
+        fs::write(dir.join("short"), [0xffu8; 32]).unwrap();
+        assert_eq!(
+            secret_pepper(&config).unwrap(),
+            [0xff; 32],
+            "raw bytes are used as is"
+        );
         config.secret_pepper_file = Some(dir.join("missing"));
         assert!(
             secret_pepper(&config).is_err(),

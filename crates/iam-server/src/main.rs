@@ -98,8 +98,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let listener = TcpListener::bind(config.listen_addr)
                 .with_context(|| format!("binding {}", config.listen_addr))?;
             tracing::info!(addr = %config.listen_addr, mode = ?config.mode, "serving");
-            app::build(&config, SystemClock, listener)?.await?;
-            tracing::info!("stopped");
+            let built = app::build(&config, SystemClock, listener)?;
+            built.server.await?;
+            // In-flight requests are drained; write the last-use records they left behind.
+            match built.usage.flush().await {
+                Ok(written) => tracing::info!(written, "stopped"),
+                Err(error) => tracing::warn!(%error, "stopped without writing last-use records"),
+            }
         }
         Command::Migrate => {
             let applied = iam_postgres::run_migrations(&config.pg()?.url).await?;

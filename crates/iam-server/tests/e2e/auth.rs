@@ -81,7 +81,7 @@ async fn missing_malformed_expired_and_untrusted_tokens_get_one_401() {
         )
         .await,
     );
-    // A service-account token (refused until credentials and their liveness checks exist).
+    // A service-account token naming no live credential.
     let mut service_account = TestServer::admin_request();
     service_account.kind = iam_domain::PrincipalKind::ServiceAccount;
     bodies.push(

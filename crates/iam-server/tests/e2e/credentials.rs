@@ -39,12 +39,24 @@ fn fragments(secret: &str) -> Vec<String> {
     out
 }
 
+/// Fails if `haystack` holds any secret fragment, as text or hex-encoded (how `pg_dump`
+/// writes `bytea`, and how byte parameters may appear in logs).
 fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
+    let lowercase = haystack.to_ascii_lowercase();
     for secret in secrets {
         for fragment in fragments(secret) {
+            let hex: String = fragment
+                .bytes()
+                .flat_map(|b| [b >> 4, b & 15])
+                .map(|nibble| char::from_digit(u32::from(nibble), 16).unwrap())
+                .collect();
             assert!(
                 !haystack.contains(&fragment),
                 "{what} contains a fragment of a secret"
+            );
+            assert!(
+                !lowercase.contains(&hex),
+                "{what} contains a hex-encoded secret fragment"
             );
         }
     }
@@ -170,6 +182,16 @@ async fn expiry_in_the_past_or_beyond_the_org_maximum_is_422() {
         expected,
         "kept to the microsecond"
     );
+    let shifted = (now + Duration::days(1)).to_offset(time::macros::offset!(+05:00));
+    let shifted = create(
+        &server,
+        &admin,
+        "sa-ci",
+        Some(json!({"expiresAt": rfc3339(shifted)})),
+    )
+    .await;
+    let shown = shifted.json()["expiresAt"].as_str().unwrap().to_owned();
+    assert!(shown.ends_with('Z'), "answered in UTC: {shown}");
     // org-globex allows at most 90 days.
     let globex = server.token("org-globex", "gina", &["admin"]);
     server
@@ -484,6 +506,19 @@ async fn a_retried_create_replays_the_same_secret_without_using_another_slot() {
         server.get(&format!("{BASE}/sa-ci"), &admin).await.json()["activeCredentialCount"],
         1
     );
+
+    // The same person without the admin role gets no replay (and no secret): just the 404.
+    let demoted = server.token("org-acme", "alice@acme.example", &["compute.deployer"]);
+    let replay = server
+        .call(
+            Method::POST,
+            &creds("sa-ci"),
+            Some(&demoted),
+            None,
+            &headers,
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::NOT_FOUND);
 
     // The recorded response is stored sealed: no trace of the secret in the database.
     let secret = first.json()["clientSecret"].as_str().unwrap().to_owned();

@@ -12,3 +12,4 @@ mod operations;
 mod pagination;
 mod service_accounts;
 mod support;
+mod tokens;

@@ -104,7 +104,9 @@ async fn readiness_fails_on_an_unmigrated_database() {
     .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = iam_server::app::build(&config, iam_server::clock::SystemClock, listener).unwrap();
+    let server = iam_server::app::build(&config, iam_server::clock::SystemClock, listener)
+        .unwrap()
+        .server;
     let handle = server.handle();
     tokio::spawn(server);
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();

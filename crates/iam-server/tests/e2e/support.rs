@@ -119,7 +119,7 @@ impl TestServer {
         let clock = TestClock::new();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = app::build(&config, clock.clone(), listener).unwrap();
+        let server = app::build(&config, clock.clone(), listener).unwrap().server;
         let handle = server.handle();
         tokio::spawn(server);
         let key = keys::signing_key(&config).unwrap();
@@ -138,9 +138,16 @@ impl TestServer {
     /// Another instance of the server on the same database, with the same configuration
     /// (keys, pepper) and clock: what a second replica behind a load balancer is.
     pub fn second_instance(&self) -> (String, actix_web::dev::ServerHandle) {
+        self.instance_with(&self.config)
+    }
+
+    /// Another instance on the same database and clock, with `config`.
+    pub fn instance_with(&self, config: &Config) -> (String, actix_web::dev::ServerHandle) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = app::build(&self.config, self.clock.clone(), listener).unwrap();
+        let server = app::build(config, self.clock.clone(), listener)
+            .unwrap()
+            .server;
         let handle = server.handle();
         tokio::spawn(server);
         (format!("http://{addr}"), handle)

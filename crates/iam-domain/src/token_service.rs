@@ -1,0 +1,568 @@
+//! The token service: a workload exchanges its client id and secret for a short-lived access
+//! grant (SPEC §6), and every later use of such a token is checked for liveness.
+//!
+//! Every way a mint can fail on the client's side — unknown client, wrong secret, bad
+//! checksum, expired or deleted credential, disabled account — is the same
+//! [`MintError::InvalidClient`], and costs the same: an unknown credential still costs one
+//! HMAC. Narrowing beyond the account's scope or roles is [`MintError::NarrowingRefused`].
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::client_secret::{ClientSecret, SecretHasher};
+use crate::credential::CredentialStatus;
+use crate::ports::{
+    Adapters, Clock, CredentialStore, IdGenerator, StoreError, TokenStore, UsageRecorder,
+};
+use crate::principal::{Principal, PrincipalKind};
+use crate::resource_id::{CredentialId, OrgId};
+use crate::role::RoleSlug;
+use crate::scope::Scope;
+use crate::service_account::{ClientId, ServiceAccountStatus};
+
+/// `scope_narrowing` of a mint: ask for less than the account has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// A narrower scope (an organization-scoped account may ask for one of its projects).
+    pub scope: Option<Scope>,
+    /// The scope target for `scope`.
+    pub scope_id: Option<String>,
+    /// A subset of the account's roles.
+    pub roles: Option<Vec<RoleSlug>>,
+}
+
+/// What a successful mint grants; the HTTP adapter signs it as a JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// `sub`: the account's client id.
+    pub subject: ClientId,
+    /// `tenant_id`.
+    pub tenant: OrgId,
+    /// `scope`.
+    pub scope: Scope,
+    /// `scope_id`.
+    pub scope_id: String,
+    /// `roles`.
+    pub roles: Vec<RoleSlug>,
+    /// `credential_id`.
+    pub credential_id: CredentialId,
+    /// `jti`.
+    pub token_id: String,
+    /// `iat`.
+    pub issued_at: OffsetDateTime,
+    /// `exp`.
+    pub expires_at: OffsetDateTime,
+}
+
+/// Why a mint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// Unknown client, wrong or malformed secret, expired or deleted credential, disabled
+    /// account: deliberately indistinguishable.
+    #[error("invalid client credentials")]
+    InvalidClient,
+    /// The requested narrowing exceeds the account's scope or roles.
+    #[error("scope narrowing refused: {0}")]
+    NarrowingRefused(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The scope of a grant: the account's own, or a narrower one inside it.
+fn narrowed_scope(
+    account_scope: Scope,
+    account_scope_id: &str,
+    narrowing: &Narrowing,
+) -> Result<(Scope, String), MintError> {
+    let refuse = || {
+        MintError::NarrowingRefused(
+            "the requested scope is not within the service account's scope".into(),
+        )
+    };
+    let wanted_id = narrowing.scope_id.as_deref();
+    match (narrowing.scope.unwrap_or(account_scope), account_scope) {
+        (Scope::Organization, Scope::Organization)
+            if wanted_id.is_none_or(|id| id == account_scope_id) =>
+        {
+            Ok((Scope::Organization, account_scope_id.to_owned()))
+        }
+        // An organization-scoped account may narrow to any project of its organization.
+        (Scope::Project, Scope::Organization) => {
+            let project = wanted_id.ok_or_else(refuse)?;
+            crate::resource_id::check(project).map_err(|_| refuse())?;
+            Ok((Scope::Project, project.to_owned()))
+        }
+        (Scope::Project, Scope::Project) if wanted_id.is_none_or(|id| id == account_scope_id) => {
+            Ok((Scope::Project, account_scope_id.to_owned()))
+        }
+        _ => Err(refuse()),
+    }
+}
+
+/// Mints grants and checks token liveness.
+pub struct TokenService<A: Adapters> {
+    credentials: A::Credentials,
+    tokens: A::Tokens,
+    usage: A::Usage,
+    clock: A::Clock,
+    ids: A::Ids,
+    hasher: SecretHasher,
+    lifetime: Duration,
+    admin_role: RoleSlug,
+    /// Hashed when the presented credential does not exist, so that case costs what a wrong
+    /// secret costs.
+    decoy: ClientSecret,
+}
+
+impl<A: Adapters> TokenService<A> {
+    /// The token service; grants live for `lifetime`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the service's collaborators, wired once"
+    )]
+    pub fn new(
+        credentials: A::Credentials,
+        tokens: A::Tokens,
+        usage: A::Usage,
+        clock: A::Clock,
+        ids: A::Ids,
+        hasher: SecretHasher,
+        lifetime: Duration,
+        admin_role: RoleSlug,
+    ) -> Self {
+        let decoy_id =
+            CredentialId::parse("cred-decoy").unwrap_or_else(|_| unreachable!("a valid id"));
+        Self {
+            credentials,
+            tokens,
+            usage,
+            clock,
+            ids,
+            hasher,
+            lifetime,
+            admin_role,
+            decoy: ClientSecret::generate(&decoy_id, &[0; 32]),
+        }
+    }
+
+    /// The lifetime of minted grants.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Exchanges a client id and secret for a grant, recording the credential's last use.
+    ///
+    /// # Errors
+    /// [`MintError::InvalidClient`] for every client-side failure;
+    /// [`MintError::NarrowingRefused`]; [`MintError::Store`].
+    pub async fn mint(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        narrowing: &Narrowing,
+        source_ip: Option<IpAddr>,
+    ) -> Result<Grant, MintError> {
+        let Ok((credential_id, secret)) = ClientSecret::parse(client_secret) else {
+            self.hasher.hash(&self.decoy);
+            return Err(MintError::InvalidClient);
+        };
+        let client_id = ClientId::from_stored(client_id.to_owned());
+        let Some((credential, account)) = self
+            .credentials
+            .find_for_mint(&client_id, &credential_id)
+            .await?
+        else {
+            self.hasher.hash(&self.decoy);
+            return Err(MintError::InvalidClient);
+        };
+        let now = self.clock.now_micros();
+        let verified = self.hasher.verify(&secret, &credential.secret_hash);
+        if !verified
+            || credential.status(now) != CredentialStatus::Active
+            || account.status != ServiceAccountStatus::Active
+        {
+            return Err(MintError::InvalidClient);
+        }
+
+        let (scope, scope_id) = narrowed_scope(account.scope, &account.scope_id, narrowing)?;
+        let roles = match &narrowing.roles {
+            None => account.roles.clone(),
+            Some(wanted) => {
+                let held: BTreeSet<&RoleSlug> = account.roles.iter().collect();
+                if let Some(extra) = wanted.iter().find(|r| !held.contains(r)) {
+                    return Err(MintError::NarrowingRefused(format!(
+                        "the service account does not hold role {extra}"
+                    )));
+                }
+                wanted.clone()
+            }
+        };
+
+        self.usage.record_use(credential.uid, now, source_ip);
+        Ok(Grant {
+            subject: account.client_id,
+            tenant: account.tenant,
+            scope,
+            scope_id,
+            roles,
+            credential_id,
+            token_id: self.ids.uid().to_string(),
+            issued_at: now,
+            expires_at: now + self.lifetime,
+        })
+    }
+
+    /// Whether a token whose signature and expiry already checked out is still live: its
+    /// `jti` is not revoked and, for a service-account token, its credential exists and is
+    /// unexpired and its account is active. One storage round trip, no cache.
+    ///
+    /// # Errors
+    /// [`StoreError`] when storage fails.
+    pub async fn is_live(&self, principal: &Principal) -> Result<bool, StoreError> {
+        let service_account = match (principal.kind, &principal.credential_id) {
+            (PrincipalKind::ServiceAccount, Some(credential)) => Some((
+                ClientId::from_stored(principal.subject.clone()),
+                credential.clone(),
+            )),
+            (PrincipalKind::ServiceAccount, None) => return Ok(false),
+            _ => None,
+        };
+        self.tokens
+            .is_live(
+                &principal.token_id,
+                service_account.as_ref().map(|(c, id)| (c, id)),
+                self.clock.now_micros(),
+            )
+            .await
+    }
+
+    /// Revokes the token `target` (already verified) on behalf of `caller`: allowed for the
+    /// caller's own tokens and, for a tenant admin, any token of the tenant. Anything else is
+    /// silently ignored (the endpoint always answers the same).
+    ///
+    /// # Errors
+    /// [`StoreError`] when storage fails.
+    pub async fn revoke(
+        &self,
+        caller: &Principal,
+        target: &Principal,
+        target_expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let same_tenant = caller.tenant == target.tenant;
+        let own = same_tenant && caller.subject == target.subject;
+        if !(own || (same_tenant && caller.is_tenant_admin(&self.admin_role))) {
+            return Ok(());
+        }
+        self.tokens
+            .revoke(&target.tenant, &target.token_id, target_expires_at)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::audit::RequestContext;
+    use crate::credential_admin::CredentialAdmin;
+    use crate::fakes::{
+        Fakes, FixedClock, Memory, SeqIds, block_on, principal, role, seeded_memory,
+    };
+    use crate::resource_id::ServiceAccountId;
+    use crate::service_account::{DisplayName, ServiceAccountPatch};
+    use crate::service_account_admin::{CreateServiceAccount, Precondition, ServiceAccountAdmin};
+
+    struct World {
+        memory: Memory,
+        clock: FixedClock,
+        accounts: ServiceAccountAdmin<Fakes>,
+        credentials: CredentialAdmin<Fakes>,
+        tokens: TokenService<Fakes>,
+        secret: String,
+        credential: CredentialId,
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            request_id: "r".into(),
+            source_ip: None,
+        }
+    }
+
+    fn admin() -> Principal {
+        principal("org-acme", &["admin", "compute.deployer", "storage.reader"])
+    }
+
+    /// `sa-ci@acme.iam`, org-scoped, roles compute.deployer + storage.reader, one credential.
+    fn world() -> World {
+        let memory = seeded_memory();
+        let clock = FixedClock(Arc::new(Mutex::new(datetime!(2026-05-01 08:00 UTC))));
+        let hasher = SecretHasher::new(&[9; 32]).unwrap();
+        let accounts = ServiceAccountAdmin::<Fakes>::new(
+            memory.clone(),
+            memory.clone(),
+            clock.clone(),
+            SeqIds::default(),
+            role("admin"),
+        );
+        let credentials = CredentialAdmin::<Fakes>::new(
+            memory.clone(),
+            memory.clone(),
+            memory.clone(),
+            clock.clone(),
+            SeqIds::default(),
+            hasher.clone(),
+            role("admin"),
+        );
+        let tokens = TokenService::<Fakes>::new(
+            memory.clone(),
+            memory.clone(),
+            memory.clone(),
+            clock.clone(),
+            SeqIds::default(),
+            hasher,
+            Duration::seconds(900),
+            role("admin"),
+        );
+        block_on(accounts.create(
+            &admin(),
+            &ctx(),
+            CreateServiceAccount {
+                id: Some(ServiceAccountId::parse("sa-ci").unwrap()),
+                display_name: DisplayName::parse("CI").unwrap(),
+                description: None,
+                scope: Scope::Organization,
+                scope_id: "org-acme".into(),
+                roles: vec![role("compute.deployer"), role("storage.reader")],
+            },
+        ))
+        .unwrap();
+        let created = block_on(credentials.create(&admin(), &ctx(), "sa-ci", None)).unwrap();
+        World {
+            memory,
+            clock,
+            accounts,
+            credentials,
+            tokens,
+            secret: created.secret.expose().to_owned(),
+            credential: created.credential.id,
+        }
+    }
+
+    fn mint(
+        w: &World,
+        client_id: &str,
+        secret: &str,
+        narrowing: &Narrowing,
+    ) -> Result<Grant, MintError> {
+        block_on(w.tokens.mint(
+            client_id,
+            secret,
+            narrowing,
+            Some("198.51.100.4".parse().unwrap()),
+        ))
+    }
+
+    fn sa_principal(grant: &Grant) -> Principal {
+        Principal {
+            subject: grant.subject.as_str().to_owned(),
+            issuer: "urn:test".into(),
+            tenant: grant.tenant.clone(),
+            scope: grant.scope,
+            scope_id: grant.scope_id.clone(),
+            roles: grant.roles.iter().cloned().collect(),
+            kind: PrincipalKind::ServiceAccount,
+            token_id: grant.token_id.clone(),
+            credential_id: Some(grant.credential_id.clone()),
+        }
+    }
+
+    #[test]
+    fn a_valid_secret_mints_a_grant_with_the_accounts_scope_and_roles_and_records_the_use() {
+        let w = world();
+        let grant = mint(&w, "sa-ci@acme.iam", &w.secret, &Narrowing::default()).unwrap();
+        assert_eq!(grant.subject.as_str(), "sa-ci@acme.iam");
+        assert_eq!(grant.tenant.as_str(), "org-acme");
+        assert_eq!(
+            (grant.scope, grant.scope_id.as_str()),
+            (Scope::Organization, "org-acme")
+        );
+        assert_eq!(
+            grant.roles,
+            [role("compute.deployer"), role("storage.reader")]
+        );
+        assert_eq!(grant.credential_id, w.credential);
+        assert_eq!(grant.expires_at - grant.issued_at, Duration::seconds(900));
+        let uses = w.memory.state().uses.clone();
+        assert_eq!(uses.len(), 1);
+        assert_eq!(uses[0].2, Some("198.51.100.4".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_client_side_failure_is_the_same_invalid_client() {
+        let w = world();
+        let none = Narrowing::default();
+        let mut typo = w.secret.clone().into_bytes();
+        let last = typo.len() - 10;
+        typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        let other = ClientSecret::generate(&w.credential, &[77; 32]);
+        for (client, secret) in [
+            ("sa-ci@acme.iam", "garbage"),
+            ("sa-ci@acme.iam", typo.as_str()),
+            ("sa-ci@acme.iam", other.expose()),
+            ("sa-other@acme.iam", w.secret.as_str()),
+            ("nobody@acme.iam", w.secret.as_str()),
+        ] {
+            assert!(
+                matches!(
+                    mint(&w, client, secret, &none),
+                    Err(MintError::InvalidClient)
+                ),
+                "{client}"
+            );
+        }
+        // Disabled account, then expired credential, then deleted credential.
+        let disable = ServiceAccountPatch {
+            status: Some(ServiceAccountStatus::Disabled),
+            ..ServiceAccountPatch::default()
+        };
+        block_on(
+            w.accounts
+                .update(&admin(), &ctx(), "sa-ci", disable, &Precondition::None),
+        )
+        .unwrap();
+        assert!(matches!(
+            mint(&w, "sa-ci@acme.iam", &w.secret, &none),
+            Err(MintError::InvalidClient)
+        ));
+        let enable = ServiceAccountPatch {
+            status: Some(ServiceAccountStatus::Active),
+            ..ServiceAccountPatch::default()
+        };
+        block_on(
+            w.accounts
+                .update(&admin(), &ctx(), "sa-ci", enable, &Precondition::None),
+        )
+        .unwrap();
+        assert!(
+            mint(&w, "sa-ci@acme.iam", &w.secret, &none).is_ok(),
+            "works again once re-enabled"
+        );
+        w.clock.advance(Duration::days(90));
+        assert!(matches!(
+            mint(&w, "sa-ci@acme.iam", &w.secret, &none),
+            Err(MintError::InvalidClient)
+        ));
+        assert!(
+            w.memory.state().uses.len() == 1,
+            "only the successful mint was recorded"
+        );
+    }
+
+    #[test]
+    fn narrowing_may_only_shrink_scope_and_roles() {
+        let w = world();
+        let ok = Narrowing {
+            scope: Some(Scope::Project),
+            scope_id: Some("web".into()),
+            roles: Some(vec![role("storage.reader")]),
+        };
+        let grant = mint(&w, "sa-ci@acme.iam", &w.secret, &ok).unwrap();
+        assert_eq!(
+            (grant.scope, grant.scope_id.as_str()),
+            (Scope::Project, "web")
+        );
+        assert_eq!(grant.roles, [role("storage.reader")]);
+        for refused in [
+            Narrowing {
+                roles: Some(vec![role("admin")]),
+                ..Narrowing::default()
+            },
+            Narrowing {
+                scope: Some(Scope::Organization),
+                scope_id: Some("org-other".into()),
+                roles: None,
+            },
+            Narrowing {
+                scope: Some(Scope::Project),
+                scope_id: None,
+                roles: None,
+            },
+            Narrowing {
+                scope: Some(Scope::Project),
+                scope_id: Some("Not An Id".into()),
+                roles: None,
+            },
+        ] {
+            assert!(
+                matches!(
+                    mint(&w, "sa-ci@acme.iam", &w.secret, &refused),
+                    Err(MintError::NarrowingRefused(_))
+                ),
+                "{refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_service_account_token_dies_with_its_account_credential_or_revocation() {
+        let w = world();
+        let grant = mint(&w, "sa-ci@acme.iam", &w.secret, &Narrowing::default()).unwrap();
+        let token = sa_principal(&grant);
+        assert!(block_on(w.tokens.is_live(&token)).unwrap());
+
+        let disable = ServiceAccountPatch {
+            status: Some(ServiceAccountStatus::Disabled),
+            ..ServiceAccountPatch::default()
+        };
+        block_on(
+            w.accounts
+                .update(&admin(), &ctx(), "sa-ci", disable, &Precondition::None),
+        )
+        .unwrap();
+        assert!(
+            !block_on(w.tokens.is_live(&token)).unwrap(),
+            "disabled account"
+        );
+        let enable = ServiceAccountPatch {
+            status: Some(ServiceAccountStatus::Active),
+            ..ServiceAccountPatch::default()
+        };
+        block_on(
+            w.accounts
+                .update(&admin(), &ctx(), "sa-ci", enable, &Precondition::None),
+        )
+        .unwrap();
+        assert!(block_on(w.tokens.is_live(&token)).unwrap(), "re-enabled");
+
+        // Someone else's token cannot be revoked by a non-admin; one's own can.
+        let stranger = principal("org-acme", &["compute.deployer"]);
+        block_on(w.tokens.revoke(&stranger, &token, grant.expires_at)).unwrap();
+        assert!(block_on(w.tokens.is_live(&token)).unwrap());
+        block_on(w.tokens.revoke(&token, &token, grant.expires_at)).unwrap();
+        assert!(!block_on(w.tokens.is_live(&token)).unwrap(), "revoked");
+
+        let second =
+            sa_principal(&mint(&w, "sa-ci@acme.iam", &w.secret, &Narrowing::default()).unwrap());
+        block_on(
+            w.credentials
+                .delete(&admin(), &ctx(), "sa-ci", w.credential.as_str()),
+        )
+        .unwrap();
+        assert!(
+            !block_on(w.tokens.is_live(&second)).unwrap(),
+            "deleted credential"
+        );
+        assert!(
+            block_on(w.tokens.is_live(&admin())).unwrap(),
+            "user tokens only need no revocation"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The client's IP address: the TCP peer, or — only when the peer is a configured trusted
+//! proxy — the nearest untrusted address of `X-Forwarded-For`.
+
+use std::net::IpAddr;
+
+use actix_web::{HttpRequest, web};
+
+/// Proxies whose `X-Forwarded-For` is believed (`IAM_TRUSTED_PROXIES`), registered as app data.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpAddr>);
+
+/// The client IP of `req` (see the module docs).
+pub fn of(req: &HttpRequest) -> Option<IpAddr> {
+    let peer = req.peer_addr().map(|a| a.ip())?;
+    let trusted = req.app_data::<web::Data<TrustedProxies>>();
+    let Some(trusted) = trusted.filter(|t| t.0.contains(&peer)) else {
+        return Some(peer);
+    };
+    let forwarded: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    // Walk from the nearest hop outwards, skipping our own proxies.
+    Some(
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !trusted.0.contains(ip))
+            .copied()
+            .unwrap_or(peer),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn request(peer: &str, xff: Option<&str>, trusted: &[&str]) -> HttpRequest {
+        let mut req = TestRequest::default()
+            .peer_addr(format!("{peer}:4000").parse().unwrap())
+            .app_data(web::Data::new(TrustedProxies(
+                trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            )));
+        if let Some(xff) = xff {
+            req = req.insert_header(("x-forwarded-for", xff));
+        }
+        req.to_http_request()
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            of(&request("203.0.113.9", Some("1.2.3.4"), &[])),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            of(&request("10.0.0.1", Some("1.2.3.4"), &["10.0.0.1"])),
+            ip("1.2.3.4")
+        );
+        // A client cannot spoof by prepending: the nearest untrusted hop wins.
+        assert_eq!(
+            of(&request(
+                "10.0.0.1",
+                Some("6.6.6.6, 1.2.3.4, 10.0.0.2"),
+                &["10.0.0.1", "10.0.0.2"]
+            )),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            of(&request("10.0.0.1", None, &["10.0.0.1"])),
+            ip("10.0.0.1")
+        );
+    }
+}

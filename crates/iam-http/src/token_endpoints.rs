@@ -1,0 +1,507 @@
+//! The token service over HTTP (SPEC §6): the k0rdent mint (`POST /v1/regions/global/auth/token`,
+//! JSON), the standard OAuth2 client-credentials endpoint (`POST /oauth2/token`, RFC 6749 §4.4
+//! with `client_secret_basic` and `client_secret_post`, errors per §5.2), introspection,
+//! revocation, the JWKS and RFC 8414 metadata.
+#![expect(
+    clippy::missing_errors_doc,
+    reason = "handler doc comments become OpenAPI summaries; their errors are the statuses listed in #[utoipa::path]"
+)]
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use iam_domain::ports::Adapters;
+use iam_domain::{Grant, MintError, Narrowing, PrincipalKind, RoleSlug, Scope};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::body::{self, Fields, Presence};
+use crate::caller::{Authenticator, Caller};
+use crate::client_ip;
+use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
+use crate::jwt::{AccessClaims, Audience, TokenSigner, VerificationKey};
+
+/// Signs grants and describes this issuer.
+pub struct TokenIssuer {
+    signer: TokenSigner,
+    issuer: String,
+    audience: String,
+    public_url: String,
+    jwks: String,
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `signer` as `issuer` for `audience`, publishing `keys` (the
+    /// current key first, then keys kept for rotation) and its endpoints under `public_url`.
+    pub fn new(
+        signer: TokenSigner,
+        issuer: String,
+        audience: String,
+        public_url: &str,
+        keys: &[VerificationKey],
+    ) -> Self {
+        let jwks = json!({ "keys": keys.iter().map(VerificationKey::jwk).collect::<Vec<_>>() });
+        Self {
+            signer,
+            issuer,
+            audience,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            jwks: jwks.to_string(),
+        }
+    }
+
+    fn sign(&self, grant: &Grant) -> Result<String, ApiError> {
+        let claims = AccessClaims {
+            sub: grant.subject.as_str().to_owned(),
+            iss: self.issuer.clone(),
+            aud: Audience::One(self.audience.clone()),
+            exp: grant.expires_at.unix_timestamp(),
+            iat: grant.issued_at.unix_timestamp(),
+            nbf: Some(grant.issued_at.unix_timestamp()),
+            jti: grant.token_id.clone(),
+            tenant_id: grant.tenant.to_string(),
+            scope: grant.scope.as_str().to_owned(),
+            scope_id: grant.scope_id.clone(),
+            roles: grant.roles.iter().map(ToString::to_string).collect(),
+            principal_type: PrincipalKind::ServiceAccount.as_str().to_owned(),
+            credential_id: Some(grant.credential_id.to_string()),
+        };
+        self.signer.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "signing a token failed");
+            ApiError::internal()
+        })
+    }
+}
+
+/// A minted access token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// The JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+}
+
+fn token_response<A: Adapters>(
+    state: &AppState<A>,
+    grant: &Grant,
+) -> Result<HttpResponse, ApiError> {
+    let body = TokenResponse {
+        access_token: state.issuer.sign(grant)?,
+        token_type: "Bearer",
+        expires_in: state.tokens.lifetime().whole_seconds(),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")))
+        .json(body))
+}
+
+/// Body of the k0rdent token request (documentation; parsed field by field).
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document only"
+)]
+pub struct TokenRequestBody {
+    /// Must be `client_credentials`.
+    grant_type: String,
+    /// The service account's client id, `{id}@{orgSlug}.iam`.
+    client_id: String,
+    /// The client secret, `plt_cs_…`.
+    client_secret: String,
+    /// Ask for less than the account has: `{scope?, scopeId?, roles?}`.
+    scope_narrowing: Option<serde_json::Value>,
+}
+
+/// Exchange a client id and secret for an access token (k0rdent JSON form).
+#[utoipa::path(
+    post, path = "/v1/regions/global/auth/token", tag = "Auth",
+    request_body = TokenRequestBody,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope),
+    )
+)]
+pub async fn mint<A: Adapters>(
+    state: web::Data<AppState<A>>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload).await?;
+    let map = body::object(&req, &bytes)?
+        .ok_or_else(|| ApiError::bad_request(vec![ErrorDetail::reason("BODY_REQUIRED")]))?;
+    let mut f = Fields::new(map);
+    f.reject_unknown(
+        &[
+            "grant_type",
+            "client_id",
+            "client_secret",
+            "scope_narrowing",
+        ],
+        &[],
+    );
+    let grant_type = f.required_string("grant_type");
+    let client_id = f.required_string("client_id");
+    let client_secret = f.required_string("client_secret");
+    let narrowing = match f.object("scope_narrowing") {
+        Presence::Value(mut n) => {
+            n.reject_unknown(&["scope", "scopeId", "roles"], &[]);
+            let narrowing = Narrowing {
+                scope: match n.string("scope") {
+                    Presence::Value(raw) => n.parse("scope", raw, |s| s.parse::<Scope>()),
+                    _ => None,
+                },
+                scope_id: match n.string("scopeId") {
+                    Presence::Value(raw) => Some(raw),
+                    _ => None,
+                },
+                roles: match n.strings("roles") {
+                    Presence::Value(raw) => Some(
+                        raw.into_iter()
+                            .filter_map(|(i, r)| n.parse(format!("roles[{i}]"), r, RoleSlug::parse))
+                            .collect(),
+                    ),
+                    _ => None,
+                },
+            };
+            f.errors.extend(n.errors.into_iter().map(|mut e| {
+                e.field = e.field.map(|field| format!("scope_narrowing.{field}"));
+                e
+            }));
+            narrowing
+        }
+        _ => Narrowing::default(),
+    };
+    f.finish()?;
+    let (Some(grant_type), Some(client_id), Some(client_secret)) =
+        (grant_type, client_id, client_secret)
+    else {
+        tracing::error!("token request passed validation without its required fields");
+        return Err(ApiError::internal());
+    };
+    if grant_type != "client_credentials" {
+        return Err(ApiError::bad_request(vec![ErrorDetail::field(
+            "grant_type",
+            "UNSUPPORTED_GRANT_TYPE",
+            "only client_credentials is supported",
+        )]));
+    }
+    match state
+        .tokens
+        .mint(&client_id, &client_secret, &narrowing, client_ip::of(&req))
+        .await
+    {
+        Ok(grant) => token_response(&state, &grant),
+        Err(MintError::InvalidClient) => Err(ApiError::invalid_client()),
+        Err(MintError::NarrowingRefused(why)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            why,
+            vec![ErrorDetail::reason("SCOPE_NARROWING_REFUSED")],
+        )),
+        Err(MintError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> OAuthError {
+    OAuthError {
+        status,
+        error,
+        description: description.to_owned(),
+    }
+}
+
+impl OAuthError {
+    fn response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"iam\""),
+            ));
+        }
+        response.json(json!({ "error": self.error, "error_description": self.description }))
+    }
+}
+
+/// `client_id:client_secret` of `Authorization: Basic`, each form-urlencoded (RFC 6749 §2.3.1).
+fn basic_credentials(req: &HttpRequest) -> Option<Result<(String, String), ()>> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let parse = || -> Option<(String, String)> {
+        let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        let unescape = |s: &str| {
+            web::Query::<Vec<(String, String)>>::from_query(&format!("v={s}"))
+                .ok()
+                .and_then(|q| q.into_inner().pop())
+                .map(|(_, v)| v)
+        };
+        Some((unescape(id)?, unescape(secret)?))
+    };
+    Some(parse().ok_or(()))
+}
+
+/// The client id, secret and narrowing of an RFC 6749 §4.4 request, or the §5.2 error to
+/// answer.
+fn oauth_request(
+    req: &HttpRequest,
+    bytes: &[u8],
+) -> Result<(String, String, Narrowing), OAuthError> {
+    let form_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let invalid = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", d);
+    if !form_type {
+        return Err(invalid(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(invalid("the body is not UTF-8"));
+    };
+    let Ok(pairs) = web::Query::<Vec<(String, String)>>::from_query(text) else {
+        return Err(invalid("the body is not a valid form"));
+    };
+    let pairs = pairs.into_inner();
+    let get = |name: &str| {
+        let mut values = pairs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            Err(())
+        } else {
+            Ok(first)
+        }
+    };
+    let (Ok(grant_type), Ok(scope), Ok(body_id), Ok(body_secret)) = (
+        get("grant_type"),
+        get("scope"),
+        get("client_id"),
+        get("client_secret"),
+    ) else {
+        return Err(invalid("a parameter was given more than once"));
+    };
+    match grant_type {
+        None => return Err(invalid("grant_type is required")),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            ));
+        }
+    }
+    let (client_id, client_secret) = match (basic_credentials(req), body_id, body_secret) {
+        (Some(Ok(pair)), None, None) => pair,
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(invalid("use one client authentication method, not two"));
+        }
+        (Some(Err(())), None, None) => {
+            return Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "malformed Basic credentials",
+            ));
+        }
+        (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+        (None, _, _) => {
+            return Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication is required",
+            ));
+        }
+    };
+    let roles = match scope.map(|s| {
+        s.split_whitespace()
+            .map(RoleSlug::parse)
+            .collect::<Result<Vec<_>, _>>()
+    }) {
+        None => None,
+        Some(Ok(roles)) => Some(roles),
+        Some(Err(_)) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "scope lists role slugs",
+            ));
+        }
+    };
+    Ok((
+        client_id,
+        client_secret,
+        Narrowing {
+            roles,
+            ..Narrowing::default()
+        },
+    ))
+}
+
+/// OAuth2 client-credentials token endpoint (RFC 6749 §4.4) for standard client libraries.
+#[utoipa::path(
+    post, path = "/oauth2/token", tag = "Auth",
+    request_body(content_type = "application/x-www-form-urlencoded", content = String,
+        description = "grant_type=client_credentials[&scope=role …][&client_id=…&client_secret=…]"),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "RFC 6749 §5.2 error"),
+        (status = 401, description = "invalid_client"),
+    )
+)]
+pub async fn oauth2_token<A: Adapters>(
+    state: web::Data<AppState<A>>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload).await?;
+    let (client_id, client_secret, narrowing) = match oauth_request(&req, &bytes) {
+        Ok(request) => request,
+        Err(refusal) => return Ok(refusal.response()),
+    };
+    match state
+        .tokens
+        .mint(&client_id, &client_secret, &narrowing, client_ip::of(&req))
+        .await
+    {
+        Ok(grant) => token_response(&state, &grant),
+        Err(MintError::InvalidClient) => Ok(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "invalid client credentials",
+        )
+        .response()),
+        Err(MintError::NarrowingRefused(why)) => {
+            Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &why).response())
+        }
+        Err(MintError::Store(e)) => Err(e.into()),
+    }
+}
+
+fn token_field(req: &HttpRequest, bytes: &[u8]) -> Result<String, ApiError> {
+    let map = body::object(req, bytes)?
+        .ok_or_else(|| ApiError::bad_request(vec![ErrorDetail::reason("BODY_REQUIRED")]))?;
+    let mut f = Fields::new(map);
+    f.reject_unknown(&["token"], &[]);
+    let token = f.required_string("token");
+    f.finish()?;
+    token.ok_or_else(ApiError::internal)
+}
+
+/// Is a token active? Answers `{active: false}` only, or `{active: true, …claims}`.
+#[utoipa::path(
+    post, path = "/v1/regions/global/auth/introspect", tag = "Auth",
+    request_body(content = serde_json::Value, description = "{\"token\": \"…\"}"),
+    responses(
+        (status = 200, description = "{active: false} or {active: true, …claims}"),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn introspect(
+    authenticator: web::Data<Authenticator>,
+    Caller(caller): Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload).await?;
+    let token = token_field(&req, &bytes)?;
+    let inactive = || HttpResponse::Ok().json(json!({ "active": false }));
+    let Ok((claims, target)) = authenticator.verify(&token) else {
+        return Ok(inactive());
+    };
+    if target.tenant != caller.tenant || !authenticator.is_live(&target).await? {
+        return Ok(inactive());
+    }
+    let mut body = serde_json::to_value(&claims).map_err(|_| ApiError::internal())?;
+    if let Some(map) = body.as_object_mut() {
+        map.insert("active".into(), true.into());
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Revoke a token (one's own, or, for a tenant admin, any of the tenant). Always 200.
+#[utoipa::path(
+    post, path = "/v1/regions/global/auth/revoke", tag = "Auth",
+    request_body(content = serde_json::Value, description = "{\"token\": \"…\"}"),
+    responses(
+        (status = 200, description = "{revoked: true}"),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke<A: Adapters>(
+    state: web::Data<AppState<A>>,
+    authenticator: web::Data<Authenticator>,
+    Caller(caller): Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(payload).await?;
+    let token = token_field(&req, &bytes)?;
+    if let Ok((claims, target)) = authenticator.verify(&token) {
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        state.tokens.revoke(&caller, &target, expires_at).await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({ "revoked": true })))
+}
+
+/// The public keys of this issuer (JWKS, RFC 7517).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "Auth", responses((status = 200, description = "JWKS")))]
+pub async fn jwks<A: Adapters>(state: web::Data<AppState<A>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=300"),
+        ))
+        .content_type("application/json")
+        .body(state.issuer.jwks.clone())
+}
+
+/// OAuth 2.0 authorization server metadata (RFC 8414).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "Auth", responses((status = 200, description = "RFC 8414 metadata")))]
+pub async fn metadata<A: Adapters>(state: web::Data<AppState<A>>) -> HttpResponse {
+    let base = &state.issuer.public_url;
+    HttpResponse::Ok().json(json!({
+        "issuer": state.issuer.issuer,
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{base}/v1/regions/global/auth/introspect"),
+        "revocation_endpoint": format!("{base}/v1/regions/global/auth/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": ["token"],
+        "scopes_supported": [],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+    }))
+}

@@ -1,0 +1,219 @@
+//! [`TokenStore`] on the `revoked_tokens` table (and, for service-account tokens, on
+//! `credentials` joined with `service_accounts`).
+//!
+//! - `is_live` is one statement, whatever the token:
+//!   `SELECT NOT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1)` for a user token, and
+//!   for a service-account token additionally `AND EXISTS (SELECT 1 FROM credentials INNER
+//!   JOIN service_accounts ON … WHERE client_id = $2 AND credentials.id = $3 AND
+//!   credentials.org_id = service_accounts.org_id AND expires_at > $4 AND status = 'active')`.
+//!   Both are cacheable prepared statements; the revocation check is a primary-key probe, the
+//!   credential check two unique-index probes (the lookup of a mint).
+//! - `revoke` is one `INSERT … ON CONFLICT (jti) DO NOTHING`: revoking twice is not an error
+//!   and keeps the first record.
+//! - [`PgStore::purge_expired_revocations`] deletes the records of tokens that expired (a
+//!   range scan of `revoked_tokens_expires_at_idx`).
+
+use diesel::dsl::{exists, not};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use iam_domain::ports::{StoreError, TokenStore};
+use iam_domain::resource_id::{CredentialId, OrgId};
+use iam_domain::service_account::{ClientId, ServiceAccountStatus};
+use time::OffsetDateTime;
+
+use crate::credential_store::credential_of_client;
+use crate::error::DbError;
+use crate::schema::{credentials, revoked_tokens, service_accounts};
+use crate::store::PgStore;
+
+/// `NOT EXISTS (SELECT jti FROM revoked_tokens WHERE jti = $1)`.
+#[diesel::dsl::auto_type]
+#[expect(
+    clippy::elidable_lifetime_names,
+    reason = "the generated type alias `not_revoked<'a>` needs the named lifetime"
+)]
+fn not_revoked<'a>(jti: &'a str) -> _ {
+    not(exists(
+        revoked_tokens::table
+            .filter(revoked_tokens::jti.eq(jti))
+            .select(revoked_tokens::jti),
+    ))
+}
+
+/// `EXISTS (…)`: credential `id` of the account with client id `client_id` exists, is
+/// unexpired at `now`, and its account has status `active_status`.
+#[diesel::dsl::auto_type]
+fn credential_live<'a>(
+    client_id: &'a str,
+    id: &'a str,
+    now: OffsetDateTime,
+    active_status: &'static str,
+) -> _ {
+    let credential: credential_of_client<'a> = credential_of_client(client_id, id);
+    exists(
+        credential
+            .filter(credentials::expires_at.gt(now))
+            .filter(service_accounts::status.eq(active_status))
+            .select(credentials::uid),
+    )
+}
+
+/// The `SELECT` of `is_live` for a user token.
+#[diesel::dsl::auto_type]
+fn user_token_live<'a>(jti: &'a str) -> _ {
+    let not_revoked: not_revoked<'a> = not_revoked(jti);
+    diesel::dsl::select(not_revoked)
+}
+
+/// The `SELECT` of `is_live` for a service-account token.
+#[diesel::dsl::auto_type]
+fn service_account_token_live<'a>(
+    jti: &'a str,
+    client_id: &'a str,
+    id: &'a str,
+    now: OffsetDateTime,
+) -> _ {
+    let not_revoked: not_revoked<'a> = not_revoked(jti);
+    let credential_live: credential_live<'a> =
+        credential_live(client_id, id, now, ServiceAccountStatus::Active.as_str());
+    diesel::dsl::select(not_revoked.and(credential_live))
+}
+
+/// A `revoked_tokens` row as inserted (`revoked_at` defaults to the database's `now()`).
+#[derive(Debug, Insertable)]
+#[diesel(table_name = revoked_tokens, check_for_backend(diesel::pg::Pg))]
+struct NewRevocation<'a> {
+    jti: &'a str,
+    org_id: &'a str,
+    expires_at: OffsetDateTime,
+}
+
+impl PgStore {
+    /// Deletes the revocation records of tokens that expired before `now` (they are dead
+    /// anyway); returns how many were deleted. For a periodic maintenance task.
+    ///
+    /// # Errors
+    /// [`StoreError`] for backend failures.
+    pub async fn purge_expired_revocations(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let deleted =
+            diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.lt(now)))
+                .execute(&mut conn)
+                .await
+                .map_err(DbError::from)?;
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    }
+
+    /// The plan Postgres chooses for [`TokenStore::is_live`] of a service-account token
+    /// (`EXPLAIN` output lines).
+    ///
+    /// # Errors
+    /// [`StoreError`] for backend failures.
+    #[cfg(feature = "test-support")]
+    pub async fn explain_is_live(
+        &self,
+        token_id: &str,
+        client_id: &ClientId,
+        id: &CredentialId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, StoreError> {
+        let query = service_account_token_live(token_id, client_id.as_str(), id.as_str(), now);
+        let mut conn = self.conn().await?;
+        Ok(crate::test_support::Explain(query)
+            .load::<String>(&mut conn)
+            .await
+            .map_err(DbError::from)?)
+    }
+}
+
+impl TokenStore for PgStore {
+    async fn is_live(
+        &self,
+        token_id: &str,
+        service_account: Option<(&ClientId, &CredentialId)>,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let live = match service_account {
+            None => {
+                user_token_live(token_id)
+                    .get_result::<bool>(&mut conn)
+                    .await
+            }
+            Some((client_id, id)) => {
+                service_account_token_live(token_id, client_id.as_str(), id.as_str(), now)
+                    .get_result::<bool>(&mut conn)
+                    .await
+            }
+        };
+        Ok(live.map_err(DbError::from)?)
+    }
+
+    async fn revoke(
+        &self,
+        tenant: &OrgId,
+        token_id: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        diesel::insert_into(revoked_tokens::table)
+            .values(NewRevocation {
+                jti: token_id,
+                org_id: tenant.as_str(),
+                expires_at,
+            })
+            .on_conflict(revoked_tokens::jti)
+            .do_nothing()
+            .execute(&mut conn)
+            .await
+            .map_err(DbError::from)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::pg::Pg;
+    use diesel::query_builder::QueryFragment;
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn cacheable(query: &impl QueryFragment<Pg>) -> bool {
+        query.is_safe_to_cache_prepared(&Pg).unwrap_or(false)
+    }
+
+    #[test]
+    fn both_liveness_checks_are_single_cacheable_statements() {
+        let user = user_token_live("jti-1");
+        let sql = diesel::debug_query::<Pg, _>(&user).to_string();
+        assert!(
+            sql.starts_with(
+                "SELECT  NOT (EXISTS (SELECT \"revoked_tokens\".\"jti\" FROM \"revoked_tokens\" "
+            ) && sql.contains("WHERE (\"revoked_tokens\".\"jti\" = $1)"),
+            "{sql}"
+        );
+        assert!(cacheable(&user), "{sql}");
+
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let sa = service_account_token_live("jti-1", "sa-ci@org-acme.iam", "cred-a", now);
+        let sql = diesel::debug_query::<Pg, _>(&sa).to_string();
+        for part in [
+            "SELECT ( NOT (EXISTS (SELECT \"revoked_tokens\".\"jti\" FROM",
+            " AND EXISTS (SELECT \"credentials\".\"uid\" FROM (\"credentials\" INNER JOIN",
+            "(\"service_accounts\".\"client_id\" = $2)",
+            "(\"credentials\".\"id\" = $3)",
+            "(\"credentials\".\"org_id\" = \"service_accounts\".\"org_id\")",
+            "(\"credentials\".\"expires_at\" > $4)",
+            "(\"service_accounts\".\"status\" = $5)",
+        ] {
+            assert!(sql.contains(part), "{part} not in {sql}");
+        }
+        assert!(
+            sql.contains("binds: [\"jti-1\", \"sa-ci@org-acme.iam\", \"cred-a\""),
+            "{sql}"
+        );
+        assert!(sql.contains("\"active\"]"), "{sql}");
+        assert!(cacheable(&sa), "{sql}");
+    }
+}
