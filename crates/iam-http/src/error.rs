@@ -80,6 +80,7 @@ pub struct ApiError {
     message: String,
     details: Vec<ErrorDetail>,
     challenge: Option<&'static str>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -90,6 +91,7 @@ impl ApiError {
             message: message.into(),
             details,
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -135,6 +137,19 @@ impl ApiError {
             "service account not found",
             vec![ErrorDetail::reason("NOT_FOUND")],
         )
+    }
+
+    /// 429 after too many failed token mints; retry after `wait`.
+    pub fn too_many_requests(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs().max(1);
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed attempts; retry in {seconds} s"),
+                vec![ErrorDetail::reason("TOO_MANY_FAILED_ATTEMPTS")],
+            )
+        }
     }
 
     /// 503 when storage is unreachable; clients may retry.
@@ -190,8 +205,12 @@ impl ResponseError for ApiError {
                 HeaderValue::from_static(challenge),
             ));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        let retry_after = match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => self.retry_after,
+        };
+        if let Some(seconds) = retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(self.envelope())
     }

@@ -9,7 +9,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use iam_domain::ports::Adapters;
@@ -194,11 +194,11 @@ pub async fn mint<A: Adapters>(
             "only client_credentials is supported",
         )]));
     }
-    match state
-        .tokens
-        .mint(&client_id, &client_secret, &narrowing, client_ip::of(&req))
-        .await
-    {
+    let ip = client_ip::of(&req);
+    if let Some(wait) = state.throttle.check(&client_id, ip) {
+        return Err(ApiError::too_many_requests(wait));
+    }
+    match mint_throttled(&state, &client_id, &client_secret, &narrowing, ip).await {
         Ok(grant) => token_response(&state, &grant),
         Err(MintError::InvalidClient) => Err(ApiError::invalid_client()),
         Err(MintError::NarrowingRefused(why)) => Err(ApiError::new(
@@ -208,6 +208,26 @@ pub async fn mint<A: Adapters>(
         )),
         Err(MintError::Store(e)) => Err(e.into()),
     }
+}
+
+/// Mints, counting a client-side failure against the throttle and clearing it on success.
+async fn mint_throttled<A: Adapters>(
+    state: &AppState<A>,
+    client_id: &str,
+    client_secret: &str,
+    narrowing: &Narrowing,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Grant, MintError> {
+    let result = state
+        .tokens
+        .mint(client_id, client_secret, narrowing, ip)
+        .await;
+    match &result {
+        Ok(_) => state.throttle.succeeded(client_id, ip),
+        Err(MintError::InvalidClient) => state.throttle.failed(client_id, ip),
+        Err(_) => {}
+    }
+    result
 }
 
 /// An RFC 6749 §5.2 error.
@@ -388,11 +408,11 @@ pub async fn oauth2_token<A: Adapters>(
         Ok(request) => request,
         Err(refusal) => return Ok(refusal.response()),
     };
-    match state
-        .tokens
-        .mint(&client_id, &client_secret, &narrowing, client_ip::of(&req))
-        .await
-    {
+    let ip = client_ip::of(&req);
+    if let Some(wait) = state.throttle.check(&client_id, ip) {
+        return Ok(ApiError::too_many_requests(wait).error_response());
+    }
+    match mint_throttled(&state, &client_id, &client_secret, &narrowing, ip).await {
         Ok(grant) => token_response(&state, &grant),
         Err(MintError::InvalidClient) => Ok(oauth_error(
             StatusCode::UNAUTHORIZED,

@@ -15,6 +15,7 @@ use iam_http::client_ip::TrustedProxies;
 use iam_http::jwt::TokenSigner;
 use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
+use iam_http::throttle::{MintThrottle, ThrottleLimits};
 use iam_http::token_endpoints::TokenIssuer;
 use iam_http::{AppState, request_id};
 use iam_postgres::{PgStore, UsageBuffer};
@@ -111,6 +112,11 @@ pub fn build<C: Clock + Clone>(
         tokens,
         issuer,
         sealer: ResponseSealer::from_pepper(&pepper),
+        throttle: MintThrottle::new(ThrottleLimits {
+            per_client_and_ip: config.mint_failure_limit,
+            per_ip: config.mint_failure_limit_per_ip,
+            ..ThrottleLimits::default()
+        }),
         idempotency: store.clone(),
         readiness: store,
         page_tokens: PageTokenCodec::new(key.derive_secret("iam/page-tokens/v1")),

@@ -6,7 +6,8 @@
 //! `IAM_EXTERNAL_JWKS_FILE`, `IAM_ADMIN_ROLE`, `IAM_DB_MAX_CONNECTIONS`,
 //! `IAM_DB_CONNECT_TIMEOUT_MS`, `IAM_DB_CHECKOUT_TIMEOUT_MS`, `IAM_WORKERS`,
 //! `IAM_SHUTDOWN_TIMEOUT_SECS`, `IAM_LOG`, `IAM_LOG_FORMAT`, `IAM_ACCESS_TOKEN_TTL_SECS`,
-//! `IAM_PUBLIC_URL`, `IAM_TRUSTED_PROXIES`, `IAM_VERIFICATION_KEY_FILES`.
+//! `IAM_PUBLIC_URL`, `IAM_TRUSTED_PROXIES`, `IAM_VERIFICATION_KEY_FILES`,
+//! `IAM_MINT_FAILURE_LIMIT`, `IAM_MINT_FAILURE_LIMIT_PER_IP`.
 //!
 //! Development mode has safe defaults and generates (and keeps) a signing key and a secret
 //! pepper; production mode refuses to start without both given explicitly.
@@ -97,6 +98,11 @@ pub struct Config {
     /// `IAM_VERIFICATION_KEY_FILES`: comma-separated PEM files of earlier signing keys (public
     /// or private) whose tokens stay valid until they expire (key rotation).
     pub verification_key_files: Vec<PathBuf>,
+    /// `IAM_MINT_FAILURE_LIMIT` (default 10) failed mints per client id and source IP, and
+    /// `IAM_MINT_FAILURE_LIMIT_PER_IP` (default 100) per source IP, per minute; beyond them 429.
+    pub mint_failure_limit: u32,
+    /// See `mint_failure_limit`.
+    pub mint_failure_limit_per_ip: u32,
 }
 
 fn parsed<T: FromStr>(
@@ -196,6 +202,8 @@ impl Config {
             access_token_ttl: Duration::from_secs(ttl_secs),
             trusted_proxies,
             verification_key_files,
+            mint_failure_limit: parsed(&env, "IAM_MINT_FAILURE_LIMIT", 10)?,
+            mint_failure_limit_per_ip: parsed(&env, "IAM_MINT_FAILURE_LIMIT_PER_IP", 100)?,
             issuer: env("IAM_ISSUER").unwrap_or_else(|| "urn:k0rdent:iam".to_owned()),
             audience: env("IAM_AUDIENCE").unwrap_or_else(|| "k0rdent".to_owned()),
             signing_key_file,

@@ -560,3 +560,82 @@ async fn rotating_the_signing_key_keeps_old_tokens_valid_until_they_expire() {
     drop(handle.stop(false));
     std::fs::remove_dir_all(new_dir).unwrap();
 }
+
+#[tokio::test]
+async fn failed_mints_are_throttled_per_client_and_address_without_locking_out_the_client() {
+    let server = TestServer::start_with(&[
+        ("IAM_TRUSTED_PROXIES", "127.0.0.1"),
+        ("IAM_MINT_FAILURE_LIMIT", "3"),
+    ])
+    .await;
+    let (secret, credential) = bot(&server).await;
+    let body = |secret: &str| json!({"grant_type": "client_credentials", "client_id": "sa-bot@acme.iam", "client_secret": secret});
+    let attacker = [("x-forwarded-for", "203.0.113.66")];
+    for _ in 0..3 {
+        let r = server
+            .call(
+                Method::POST,
+                TOKEN,
+                None,
+                Some(&body("plt_cs_guess")),
+                &attacker,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let throttled = server
+        .call(Method::POST, TOKEN, None, Some(&body(&secret)), &attacker)
+        .await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        throttled
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        throttled.reasons(),
+        [("TOO_MANY_FAILED_ATTEMPTS".to_owned(), None)]
+    );
+    let oauth = server
+        .call(
+            Method::POST,
+            "/oauth2/token",
+            None,
+            None,
+            &[
+                ("x-forwarded-for", "203.0.113.66"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        oauth.status,
+        StatusCode::BAD_REQUEST,
+        "no client id, nothing to throttle"
+    );
+
+    // The real workload, elsewhere, is not locked out; its address is recorded.
+    let legit = server
+        .call(
+            Method::POST,
+            TOKEN,
+            None,
+            Some(&body(&secret)),
+            &[("x-forwarded-for", "198.51.100.7")],
+        )
+        .await;
+    assert_eq!(legit.status, StatusCode::OK, "{}", legit.text);
+    let path = format!("{BASE}/sa-bot/credentials/{credential}");
+    let mut last_ip = Value::Null;
+    for _ in 0..40 {
+        last_ip = server.get(&path, &server.admin()).await.json()["lastUsedIp"].clone();
+        if !last_ip.is_null() {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert_eq!(last_ip, "198.51.100.7");
+}
