@@ -1,5 +1,5 @@
 //! `cargo xtask`: contributor tasks for the IAM workspace (a local dev server, the CI
-//! checks, a throwaway Postgres, the Diesel schema file).
+//! checks, the benchmark, a throwaway Postgres, the Diesel schema file).
 //!
 //! Run `cargo xtask --help` for the commands. Only `anyhow` and std are used, so the tasks
 //! build in seconds.
@@ -10,8 +10,10 @@
     reason = "xtask is a CLI that talks to a developer"
 )]
 
+mod bench;
 mod ci;
 mod dev;
+mod loadgen;
 mod postgres;
 mod process;
 mod schema;
@@ -34,6 +36,7 @@ Commands:
   dev        Run iam-server locally with a throwaway database, the example
              directory and an admin token
   ci         Run the CI checks: fmt, dependency rule, clippy, schema drift, tests
+  bench      Measure iam-server (release) next to pgbench -S on the same PostgreSQL
   schema     Regenerate crates/iam-postgres/src/schema.rs from the migrations
   db start   Start (or reuse) the throwaway PostgreSQL and print its DATABASE_URL
   db url     Print the DATABASE_URL of the running throwaway PostgreSQL
@@ -78,6 +81,37 @@ Runs the CI checks, stopping at the first failure:
 
 A throwaway PostgreSQL started by ci is stopped again at the end, pass or fail.
 diesel_cli is installed into target/tools on first use.
+";
+
+const BENCH_HELP: &str = "\
+Usage: cargo xtask bench [--clients N] [--seconds S]
+
+Measures iam-server against the performance contract (SPEC §7), in one run
+next to `pgbench -S` on the same PostgreSQL with the same client count:
+  1. builds iam-server in release (cargo build --release -p iam-server);
+  2. starts (or reuses) the throwaway PostgreSQL, unless DATABASE_URL is set,
+     and (re)creates the scratch databases iam_bench and iam_pgbench on it;
+  3. migrates iam_bench, applies docs/examples/directory.toml, mints an admin
+     token and starts `iam-server serve` (development mode, IAM_LOG=warn, a
+     pool of N connections unless IAM_DB_MAX_CONNECTIONS is set; state and
+     server log in <target>/bench/);
+  4. creates sa-bench, 1000 filler accounts and a credential of sa-bench;
+  5. measures, one after the other, each after a 2 s warm-up:
+       pgbench -S -M prepared -c N -j min(N,2) -T S   (pgbench -i -s 10 first)
+       GET  /v1/regions/global/iam/service-accounts/sa-bench  (admin token)
+       POST /v1/regions/global/auth/token  (client_credentials of sa-bench)
+     with N client threads, one keep-alive connection each, sampling the
+     server's RSS every 100 ms;
+  6. prints requests/s, the share of pgbench's tps, p50/p99 latency, errors,
+     CPU use and peak RSS against the targets; stops the server (SIGTERM), drops
+     the scratch databases and stops a throwaway PostgreSQL it started.
+
+Missed targets are reported, not failed (it is a measurement); the command
+fails if the harness breaks, e.g. more than 1 % of requests fail.
+
+Options:
+  --clients N   Concurrent clients for pgbench and the load generator (default 8)
+  --seconds S   Measured seconds per scenario (default 10)
 ";
 
 const SCHEMA_HELP: &str = "\
@@ -137,6 +171,7 @@ fn run() -> Result<()> {
         ["help", topic @ ..] => help(topic),
         ["dev"] => dev::run_dev(&Workspace::locate()?),
         ["ci"] => ci::run_all(&Workspace::locate()?),
+        ["bench", options @ ..] => bench::run_bench(&Workspace::locate()?, options),
         ["schema"] => schema::regenerate(&Workspace::locate()?),
         ["db", "start"] => db_start(&Workspace::locate()?),
         ["db", "url"] => db_url(&Workspace::locate()?),
@@ -155,6 +190,7 @@ fn help(topic: &[&str]) -> Result<()> {
         None => USAGE,
         Some(&"dev") => DEV_HELP,
         Some(&"ci") => CI_HELP,
+        Some(&"bench") => BENCH_HELP,
         Some(&"schema") => SCHEMA_HELP,
         Some(&"db") => DB_HELP,
         Some(other) => bail!("unknown command `{other}`; run `cargo xtask --help`"),

@@ -307,7 +307,7 @@ pub fn with_database(url: &str, database: &str) -> Result<String> {
 
 /// Runs `sql` with `psql` against the database at `url`; returns the unaligned output.
 pub fn psql(url: &str, sql: &str) -> Result<String> {
-    let mut cmd = Command::new(program("psql", bin_dir().as_deref()));
+    let mut cmd = Command::new(client_program("psql"));
     cmd.args(["--no-psqlrc", "--quiet", "--tuples-only", "--no-align"])
         .args(["--set=ON_ERROR_STOP=1", "--dbname", url, "--command", sql]);
     run_quiet(&mut cmd)
@@ -328,8 +328,15 @@ fn url(port: u16, database: &str) -> String {
     format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{database}")
 }
 
+/// A client program of the Postgres installation (`psql`, `pgbench`): in the server
+/// binaries' directory if we know it, else bare (looked up in `PATH`). Client programs
+/// connect over TCP with the URL's user, so they run as the current user, also as root.
+pub fn client_program(name: &str) -> PathBuf {
+    program(name, bin_dir().as_deref())
+}
+
 /// A port that is free right now on 127.0.0.1 (asks the kernel for one).
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("could not find a free port on 127.0.0.1")?;
     Ok(listener.local_addr()?.port())

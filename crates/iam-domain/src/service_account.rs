@@ -134,6 +134,19 @@ impl ClientId {
         Self(raw)
     }
 
+    /// Parses a client id presented by a client: `{id}@{slug}.iam`, both parts resource ids.
+    ///
+    /// # Errors
+    /// `INVALID_FORMAT` when `raw` has another shape.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let invalid = || InvalidValue::new("INVALID_FORMAT", "must look like {id}@{org}.iam");
+        let (id, rest) = raw.split_once('@').ok_or_else(invalid)?;
+        let slug = rest.strip_suffix(".iam").ok_or_else(invalid)?;
+        crate::resource_id::check(id).map_err(|_| invalid())?;
+        crate::resource_id::check(slug).map_err(|_| invalid())?;
+        Ok(Self(raw.to_owned()))
+    }
+
     /// The client id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -14,10 +14,10 @@ use time::{Duration, OffsetDateTime};
 use crate::client_secret::{ClientSecret, SecretHasher};
 use crate::credential::CredentialStatus;
 use crate::ports::{
-    Adapters, Clock, CredentialStore, IdGenerator, StoreError, TokenStore, UsageRecorder,
+    Adapters, Clock, CredentialStore, Directory, IdGenerator, StoreError, TokenStore, UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind};
-use crate::resource_id::{CredentialId, OrgId};
+use crate::resource_id::{CredentialId, OrgId, ProjectId};
 use crate::role::RoleSlug;
 use crate::scope::Scope;
 use crate::service_account::{ClientId, ServiceAccountStatus};
@@ -105,6 +105,7 @@ fn narrowed_scope(
 /// Mints grants and checks token liveness.
 pub struct TokenService<A: Adapters> {
     credentials: A::Credentials,
+    directory: A::Directory,
     tokens: A::Tokens,
     usage: A::Usage,
     clock: A::Clock,
@@ -125,6 +126,7 @@ impl<A: Adapters> TokenService<A> {
     )]
     pub fn new(
         credentials: A::Credentials,
+        directory: A::Directory,
         tokens: A::Tokens,
         usage: A::Usage,
         clock: A::Clock,
@@ -137,6 +139,7 @@ impl<A: Adapters> TokenService<A> {
             CredentialId::parse("cred-decoy").unwrap_or_else(|_| unreachable!("a valid id"));
         Self {
             credentials,
+            directory,
             tokens,
             usage,
             clock,
@@ -165,11 +168,13 @@ impl<A: Adapters> TokenService<A> {
         narrowing: &Narrowing,
         source_ip: Option<IpAddr>,
     ) -> Result<Grant, MintError> {
-        let Ok((credential_id, secret)) = ClientSecret::parse(client_secret) else {
+        let (Ok((credential_id, secret)), Ok(client_id)) = (
+            ClientSecret::parse(client_secret),
+            ClientId::parse(client_id),
+        ) else {
             self.hasher.hash(&self.decoy);
             return Err(MintError::InvalidClient);
         };
-        let client_id = ClientId::from_stored(client_id.to_owned());
         let Some((credential, account)) = self
             .credentials
             .find_for_mint(&client_id, &credential_id)
@@ -188,6 +193,22 @@ impl<A: Adapters> TokenService<A> {
         }
 
         let (scope, scope_id) = narrowed_scope(account.scope, &account.scope_id, narrowing)?;
+        if scope != account.scope {
+            // Narrowed to a project of the organization: it must exist.
+            let exists = match ProjectId::parse(scope_id.as_str()) {
+                Ok(project) => {
+                    self.directory
+                        .project_exists(&account.tenant, &project)
+                        .await?
+                }
+                Err(_) => false,
+            };
+            if !exists {
+                return Err(MintError::NarrowingRefused(format!(
+                    "no project {scope_id:?} in the service account's organization"
+                )));
+            }
+        }
         let roles = match &narrowing.roles {
             None => account.roles.clone(),
             Some(wanted) => {
@@ -211,7 +232,9 @@ impl<A: Adapters> TokenService<A> {
             credential_id,
             token_id: self.ids.uid().to_string(),
             issued_at: now,
-            expires_at: now + self.lifetime,
+            // Never outlive the credential: verifiers that only check signatures (JWKS) must
+            // not accept a token past its credential's expiry.
+            expires_at: (now + self.lifetime).min(credential.expires_at),
         })
     }
 
@@ -252,7 +275,10 @@ impl<A: Adapters> TokenService<A> {
         target_expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let same_tenant = caller.tenant == target.tenant;
-        let own = same_tenant && caller.subject == target.subject;
+        let own = same_tenant
+            && caller.subject == target.subject
+            && caller.issuer == target.issuer
+            && caller.kind == target.kind;
         if !(own || (same_tenant && caller.is_tenant_admin(&self.admin_role))) {
             return Ok(());
         }
@@ -321,6 +347,7 @@ mod tests {
             role("admin"),
         );
         let tokens = TokenService::<Fakes>::new(
+            memory.clone(),
             memory.clone(),
             memory.clone(),
             memory.clone(),
@@ -419,6 +446,8 @@ mod tests {
             ("sa-ci@acme.iam", other.expose()),
             ("sa-other@acme.iam", w.secret.as_str()),
             ("nobody@acme.iam", w.secret.as_str()),
+            ("sa-ci\u{0}@acme.iam", w.secret.as_str()),
+            ("not a client id", w.secret.as_str()),
         ] {
             assert!(
                 matches!(
@@ -498,6 +527,11 @@ mod tests {
             Narrowing {
                 scope: Some(Scope::Project),
                 scope_id: Some("Not An Id".into()),
+                roles: None,
+            },
+            Narrowing {
+                scope: Some(Scope::Project),
+                scope_id: Some("ghost".into()),
                 roles: None,
             },
         ] {

@@ -79,6 +79,11 @@ impl Authenticator {
             })
     }
 
+    /// The current time of the injected clock.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
     /// Whether a verified principal's token is still live.
     ///
     /// # Errors

@@ -16,22 +16,38 @@ pub fn of(req: &HttpRequest) -> Option<IpAddr> {
     let Some(trusted) = trusted.filter(|t| t.0.contains(&peer)) else {
         return Some(peer);
     };
-    let forwarded: Vec<IpAddr> = req
+    let hops: Vec<Option<IpAddr>> = req
         .headers()
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|part| part.trim().parse().ok())
+        .map(parse_hop)
         .collect();
-    // Walk from the nearest hop outwards, skipping our own proxies.
-    Some(
-        forwarded
-            .iter()
-            .rev()
-            .find(|ip| !trusted.0.contains(ip))
-            .copied()
-            .unwrap_or(peer),
-    )
+    // Walk from the nearest hop outwards, skipping our own proxies. A hop that does not parse
+    // ends the walk: what lies beyond it was written by someone we cannot vouch for.
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) if trusted.0.contains(ip) => client = *ip,
+            Some(ip) => return Some(*ip),
+            None => return Some(client),
+        }
+    }
+    Some(client)
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port` or `[ipv6]:port`.
+fn parse_hop(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim();
+    if let Ok(ip) = raw.parse() {
+        return Some(ip);
+    }
+    if let Ok(socket) = raw.parse::<std::net::SocketAddr>() {
+        return Some(socket.ip());
+    }
+    raw.rsplit_once(':')
+        .filter(|(host, _)| !host.contains(':'))
+        .and_then(|(host, _)| host.parse().ok())
 }
 
 #[cfg(test)]
@@ -74,6 +90,20 @@ mod tests {
         );
         assert_eq!(
             of(&request("10.0.0.1", None, &["10.0.0.1"])),
+            ip("10.0.0.1")
+        );
+        // Ports are understood; an unparsable hop stops the walk instead of being skipped.
+        let proxy = ["10.0.0.1"];
+        assert_eq!(
+            of(&request("10.0.0.1", Some("1.2.3.4:5555"), &proxy)),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            of(&request("10.0.0.1", Some("[2001:db8::1]:443"), &proxy)),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            of(&request("10.0.0.1", Some("9.9.9.9, unknown"), &proxy)),
             ip("10.0.0.1")
         );
     }

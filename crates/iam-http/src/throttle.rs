@@ -1,11 +1,10 @@
 //! Throttling of failed token mints, per instance and in memory.
 //!
-//! Failures are counted in fixed windows per (client id, source IP) pair and per source IP.
-//! Past the limit, further mints from that pair (or that IP) get 429 with `Retry-After` until
-//! the window ends — without the database being asked. Throttling by pair rather than by client
-//! id alone means an attacker guessing secrets for a client from one address cannot lock that
-//! client out: the same client presenting its valid secret from any other address is unaffected.
-//! A success clears its pair's count.
+//! Failures are counted in fixed windows per (client id, source IP) pair and per source IP
+//! (IPv6 by /64). Past the limit, further *failed* mints from that pair (or that IP) are
+//! answered 429 with `Retry-After` instead of 401 until the window ends. A valid secret is
+//! never refused by the throttle, so an attacker cannot lock a workload out — not from
+//! another address, nor from behind the same NAT. A success clears its pair's count.
 //!
 //! Each instance counts on its own; nothing correctness depends on lives here.
 
@@ -36,8 +35,11 @@ impl Default for ThrottleLimits {
     }
 }
 
-/// Most keys tracked per table; beyond it, finished windows are dropped first.
-const MAX_TRACKED: usize = 100_000;
+/// Most keys tracked per table (bounded memory); when full, finished windows are dropped, and
+/// if every window is still running the table starts over.
+const MAX_TRACKED: usize = 10_000;
+/// Longest client id kept as a key (`{63}@{63}.iam`); longer ones cannot exist.
+const MAX_CLIENT_ID: usize = 131;
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -80,7 +82,7 @@ impl<K: Eq + Hash + Clone> Counter<K> {
         if windows.len() >= MAX_TRACKED && !windows.contains_key(&key) {
             windows.retain(|_, w| now.saturating_duration_since(w.started) < window);
             if windows.len() >= MAX_TRACKED {
-                return;
+                windows.clear();
             }
         }
         let entry = windows.entry(key).or_insert(Window {
@@ -108,6 +110,22 @@ pub struct MintThrottle {
     ips: Counter<Option<IpAddr>>,
 }
 
+/// The address bucket: IPv4 addresses as they are, IPv6 addresses by their /64.
+fn bucket(ip: Option<IpAddr>) -> Option<IpAddr> {
+    ip.map(|ip| match ip {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 @ IpAddr::V4(_) => v4,
+    })
+}
+
+fn pair(client_id: &str, ip: Option<IpAddr>) -> (String, Option<IpAddr>) {
+    let client: String = client_id.chars().take(MAX_CLIENT_ID).collect();
+    (client, bucket(ip))
+}
+
 impl MintThrottle {
     /// A throttle with `limits`.
     pub fn new(limits: ThrottleLimits) -> Self {
@@ -122,11 +140,10 @@ impl MintThrottle {
     pub fn check(&self, client_id: &str, ip: Option<IpAddr>) -> Option<Duration> {
         let now = Instant::now();
         let l = self.limits;
-        let pair = (client_id.to_owned(), ip);
         self.pairs
-            .blocked(&pair, l.per_client_and_ip, l.window, now)
+            .blocked(&pair(client_id, ip), l.per_client_and_ip, l.window, now)
             .into_iter()
-            .chain(self.ips.blocked(&ip, l.per_ip, l.window, now))
+            .chain(self.ips.blocked(&bucket(ip), l.per_ip, l.window, now))
             .max()
     }
 
@@ -134,13 +151,13 @@ impl MintThrottle {
     pub fn failed(&self, client_id: &str, ip: Option<IpAddr>) {
         let now = Instant::now();
         self.pairs
-            .fail((client_id.to_owned(), ip), self.limits.window, now);
-        self.ips.fail(ip, self.limits.window, now);
+            .fail(pair(client_id, ip), self.limits.window, now);
+        self.ips.fail(bucket(ip), self.limits.window, now);
     }
 
     /// A successful mint clears its pair.
     pub fn succeeded(&self, client_id: &str, ip: Option<IpAddr>) {
-        self.pairs.clear(&(client_id.to_owned(), ip));
+        self.pairs.clear(&pair(client_id, ip));
     }
 }
 
@@ -192,6 +209,22 @@ mod tests {
             throttle.check("sa@x.iam", ip("1.2.3.4")).is_none(),
             "the count restarted"
         );
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64_bit_prefix() {
+        let throttle = MintThrottle::new(ThrottleLimits {
+            per_client_and_ip: 1,
+            per_ip: 100,
+            window: Duration::from_mins(1),
+        });
+        throttle.failed("sa@x.iam", ip("2001:db8:0:1::1"));
+        assert!(
+            throttle
+                .check("sa@x.iam", ip("2001:db8:0:1::ffff"))
+                .is_some()
+        );
+        assert!(throttle.check("sa@x.iam", ip("2001:db8:0:2::1")).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError as _, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use iam_domain::ports::Adapters;
@@ -194,40 +194,56 @@ pub async fn mint<A: Adapters>(
             "only client_credentials is supported",
         )]));
     }
-    let ip = client_ip::of(&req);
-    if let Some(wait) = state.throttle.check(&client_id, ip) {
-        return Err(ApiError::too_many_requests(wait));
-    }
-    match mint_throttled(&state, &client_id, &client_secret, &narrowing, ip).await {
+    match mint_throttled(&state, &client_id, &client_secret, &narrowing, &req).await {
         Ok(grant) => token_response(&state, &grant),
-        Err(MintError::InvalidClient) => Err(ApiError::invalid_client()),
-        Err(MintError::NarrowingRefused(why)) => Err(ApiError::new(
+        Err(Throttled::Wait(wait)) => Err(ApiError::too_many_requests(wait)),
+        Err(Throttled::Mint(MintError::InvalidClient)) => Err(ApiError::invalid_client()),
+        Err(Throttled::Mint(MintError::NarrowingRefused(why))) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             why,
             vec![ErrorDetail::reason("SCOPE_NARROWING_REFUSED")],
         )),
-        Err(MintError::Store(e)) => Err(e.into()),
+        Err(Throttled::Mint(MintError::Store(e))) => Err(e.into()),
     }
 }
 
-/// Mints, counting a client-side failure against the throttle and clearing it on success.
+/// Why a throttled mint failed.
+enum Throttled {
+    /// Too many failures from this client and address (or this address): wait.
+    Wait(std::time::Duration),
+    /// The mint itself failed.
+    Mint(MintError),
+}
+
+/// Mints; a client-side failure counts against the throttle and, once over the limit, is
+/// answered 429 instead of 401. A valid secret is never refused by the throttle, so an
+/// attacker cannot lock a workload out, from its own address or any other.
 async fn mint_throttled<A: Adapters>(
     state: &AppState<A>,
     client_id: &str,
     client_secret: &str,
     narrowing: &Narrowing,
-    ip: Option<std::net::IpAddr>,
-) -> Result<Grant, MintError> {
+    req: &HttpRequest,
+) -> Result<Grant, Throttled> {
+    let ip = client_ip::of(req);
     let result = state
         .tokens
         .mint(client_id, client_secret, narrowing, ip)
         .await;
-    match &result {
-        Ok(_) => state.throttle.succeeded(client_id, ip),
-        Err(MintError::InvalidClient) => state.throttle.failed(client_id, ip),
-        Err(_) => {}
+    match result {
+        Ok(grant) => {
+            state.throttle.succeeded(client_id, ip);
+            Ok(grant)
+        }
+        Err(MintError::InvalidClient) => {
+            state.throttle.failed(client_id, ip);
+            match state.throttle.check(client_id, ip) {
+                Some(wait) => Err(Throttled::Wait(wait)),
+                None => Err(Throttled::Mint(MintError::InvalidClient)),
+            }
+        }
+        Err(other) => Err(Throttled::Mint(other)),
     }
-    result
 }
 
 /// An RFC 6749 §5.2 error.
@@ -236,6 +252,7 @@ struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: String,
+    retry_after: Option<u64>,
 }
 
 fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> OAuthError {
@@ -243,15 +260,24 @@ fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> OA
         status,
         error,
         description: description.to_owned(),
+        retry_after: None,
     }
 }
 
 impl OAuthError {
+    fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait.as_secs().max(1));
+        self
+    }
+
     fn response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         response
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
             .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((
                 header::WWW_AUTHENTICATE,
@@ -342,11 +368,12 @@ fn oauth_request(
         }
     }
     let (client_id, client_secret) = match (basic_credentials(req), body_id, body_secret) {
-        (Some(Ok(pair)), None, None) => pair,
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+        // client_secret_basic; a client_id in the body too is allowed if it is the same.
+        (Some(Ok(pair)), id, None) if id.is_none_or(|id| id == pair.0) => pair,
+        (Some(Ok(_)), _, _) => {
             return Err(invalid("use one client authentication method, not two"));
         }
-        (Some(Err(())), None, None) => {
+        (Some(Err(())), _, _) => {
             return Err(oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
@@ -362,7 +389,8 @@ fn oauth_request(
             ));
         }
     };
-    let roles = match scope.map(|s| {
+    // An empty scope parameter counts as omitted (RFC 6749 §3.1).
+    let roles = match scope.filter(|s| !s.trim().is_empty()).map(|s| {
         s.split_whitespace()
             .map(RoleSlug::parse)
             .collect::<Result<Vec<_>, _>>()
@@ -408,22 +436,28 @@ pub async fn oauth2_token<A: Adapters>(
         Ok(request) => request,
         Err(refusal) => return Ok(refusal.response()),
     };
-    let ip = client_ip::of(&req);
-    if let Some(wait) = state.throttle.check(&client_id, ip) {
-        return Ok(ApiError::too_many_requests(wait).error_response());
-    }
-    match mint_throttled(&state, &client_id, &client_secret, &narrowing, ip).await {
+    match mint_throttled(&state, &client_id, &client_secret, &narrowing, &req).await {
         Ok(grant) => token_response(&state, &grant),
-        Err(MintError::InvalidClient) => Ok(oauth_error(
+        Err(Throttled::Wait(wait)) => Ok(oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            &format!(
+                "too many failed attempts; retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+        .retry_after(wait)
+        .response()),
+        Err(Throttled::Mint(MintError::InvalidClient)) => Ok(oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "invalid client credentials",
         )
         .response()),
-        Err(MintError::NarrowingRefused(why)) => {
+        Err(Throttled::Mint(MintError::NarrowingRefused(why))) => {
             Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &why).response())
         }
-        Err(MintError::Store(e)) => Err(e.into()),
+        Err(Throttled::Mint(MintError::Store(e))) => Err(e.into()),
     }
 }
 
@@ -459,7 +493,8 @@ pub async fn introspect(
     let Ok((claims, target)) = authenticator.verify(&token) else {
         return Ok(inactive());
     };
-    if target.tenant != caller.tenant || !authenticator.is_live(&target).await? {
+    let expired = claims.exp <= authenticator.now().unix_timestamp();
+    if expired || target.tenant != caller.tenant || !authenticator.is_live(&target).await? {
         return Ok(inactive());
     }
     let mut body = serde_json::to_value(&claims).map_err(|_| ApiError::internal())?;
@@ -516,12 +551,8 @@ pub async fn metadata<A: Adapters>(state: web::Data<AppState<A>>) -> HttpRespons
         "issuer": state.issuer.issuer,
         "token_endpoint": format!("{base}/oauth2/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "introspection_endpoint": format!("{base}/v1/regions/global/auth/introspect"),
-        "revocation_endpoint": format!("{base}/v1/regions/global/auth/revoke"),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "response_types_supported": ["token"],
-        "scopes_supported": [],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "response_types_supported": [],
     }))
 }

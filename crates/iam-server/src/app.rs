@@ -42,6 +42,8 @@ impl<C: Clock + Clone> Adapters for Deployment<C> {
 
 /// How often expired idempotency records and revocations are purged.
 const PURGE_INTERVAL: Duration = Duration::from_mins(10);
+/// How long a revocation outlives its token's `exp`: more than the verifier's skew leeway.
+const REVOCATION_GRACE: time::Duration = time::Duration::minutes(5);
 /// How often coalesced `lastUsedAt`/`lastUsedIp` updates are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -49,8 +51,22 @@ const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Built {
     /// The HTTP server (await or spawn it).
     pub server: actix_web::dev::Server,
-    /// Pending last-use records; flush after the server stopped.
-    pub usage: UsageBuffer,
+    usage: UsageBuffer,
+    flusher: tokio::task::JoinHandle<()>,
+}
+
+impl Built {
+    /// After the server stopped: stops the periodic flusher (an interrupted flush puts its
+    /// records back) and writes every pending last-use record. Returns how many were written.
+    ///
+    /// # Errors
+    /// When the final write fails.
+    pub async fn flush_usage(self) -> Result<usize, iam_domain::ports::StoreError> {
+        self.flusher.abort();
+        // The task was aborted: its (cancelled) result says nothing worth reporting.
+        let _ = self.flusher.await;
+        self.usage.flush().await
+    }
 }
 
 /// Builds the HTTP server on `listener` (not yet running).
@@ -69,7 +85,7 @@ pub fn build<C: Clock + Clone>(
     let verifier = Arc::new(keys::verifier(config, &verification_keys)?);
     let store = PgStore::connect(&config.pg()?)?;
     let usage = UsageBuffer::new(store.clone());
-    usage.spawn_flusher(USAGE_FLUSH_INTERVAL);
+    let flusher = usage.spawn_flusher(USAGE_FLUSH_INTERVAL);
     spawn_purges(store.clone(), clock.clone());
 
     let admin = ServiceAccountAdmin::<Deployment<C>>::new(
@@ -90,6 +106,7 @@ pub fn build<C: Clock + Clone>(
     );
     let ttl = time::Duration::try_from(config.access_token_ttl).context("token lifetime")?;
     let tokens = TokenService::<Deployment<C>>::new(
+        store.clone(),
         store.clone(),
         store.clone(),
         usage.clone(),
@@ -140,6 +157,7 @@ pub fn build<C: Clock + Clone>(
     Ok(Built {
         server: server.listen(listener)?.run(),
         usage,
+        flusher,
     })
 }
 
@@ -154,7 +172,11 @@ fn spawn_purges<C: Clock>(store: PgStore, clock: C) {
                 Ok(purged) => tracing::info!(purged, "purged expired idempotency records"),
                 Err(error) => tracing::warn!(%error, "could not purge idempotency records"),
             }
-            match store.purge_expired_revocations(now).await {
+            // Tokens are accepted up to 60 s past `exp` (clock skew): keep revocations longer.
+            match store
+                .purge_expired_revocations(now - REVOCATION_GRACE)
+                .await
+            {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "purged expired revocations"),
                 Err(error) => tracing::warn!(%error, "could not purge revocations"),

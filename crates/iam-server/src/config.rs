@@ -57,7 +57,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// `IAM_LISTEN_ADDR`, default `127.0.0.1:8080`.
     pub listen_addr: SocketAddr,
-    /// `IAM_ISSUER`: `iss` of tokens this service signs, default `urn:k0rdent:iam`.
+    /// `IAM_ISSUER`: `iss` of tokens this service signs, default `IAM_PUBLIC_URL` (RFC 8414
+    /// wants the issuer to be the URL the metadata is served under).
     pub issuer: String,
     /// `IAM_AUDIENCE`: required `aud` of every token, default `k0rdent`.
     pub audience: String,
@@ -122,6 +123,23 @@ where
     }
 }
 
+/// A comma-separated list (empty entries ignored); unset is empty.
+fn comma_list<T: FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> anyhow::Result<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    env(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| anyhow::anyhow!("{name}: {s:?}: {e}")))
+        .collect()
+}
+
 impl Config {
     /// Reads the configuration through `env` (normally `std::env::var`).
     ///
@@ -172,39 +190,23 @@ impl Config {
         if !(60..=86_400).contains(&ttl_secs) {
             bail!("IAM_ACCESS_TOKEN_TTL_SECS must be between 60 and 86400");
         }
-        let trusted_proxies = env("IAM_TRUSTED_PROXIES")
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        s.parse()
-                            .map_err(|e| anyhow::anyhow!("IAM_TRUSTED_PROXIES: {s:?}: {e}"))
-                    })
-                    .collect::<anyhow::Result<Vec<IpAddr>>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        let verification_key_files = env("IAM_VERIFICATION_KEY_FILES")
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let trusted_proxies: Vec<IpAddr> = comma_list(&env, "IAM_TRUSTED_PROXIES")?;
+        let public_url = env("IAM_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{listen_addr}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let verification_key_files: Vec<PathBuf> = comma_list(&env, "IAM_VERIFICATION_KEY_FILES")?;
         let config = Self {
             mode,
             database_url: env("DATABASE_URL"),
             listen_addr,
-            public_url: env("IAM_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen_addr}")),
             access_token_ttl: Duration::from_secs(ttl_secs),
             trusted_proxies,
             verification_key_files,
             mint_failure_limit: parsed(&env, "IAM_MINT_FAILURE_LIMIT", 10)?,
             mint_failure_limit_per_ip: parsed(&env, "IAM_MINT_FAILURE_LIMIT_PER_IP", 100)?,
-            issuer: env("IAM_ISSUER").unwrap_or_else(|| "urn:k0rdent:iam".to_owned()),
+            issuer: env("IAM_ISSUER").unwrap_or_else(|| public_url.clone()),
+            public_url,
             audience: env("IAM_AUDIENCE").unwrap_or_else(|| "k0rdent".to_owned()),
             signing_key_file,
             secret_pepper_file,

@@ -98,10 +98,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let listener = TcpListener::bind(config.listen_addr)
                 .with_context(|| format!("binding {}", config.listen_addr))?;
             tracing::info!(addr = %config.listen_addr, mode = ?config.mode, "serving");
-            let built = app::build(&config, SystemClock, listener)?;
-            built.server.await?;
+            let mut built = app::build(&config, SystemClock, listener)?;
+            (&mut built.server).await?;
             // In-flight requests are drained; write the last-use records they left behind.
-            match built.usage.flush().await {
+            match built.flush_usage().await {
                 Ok(written) => tracing::info!(written, "stopped"),
                 Err(error) => tracing::warn!(%error, "stopped without writing last-use records"),
             }
