@@ -124,7 +124,7 @@ pub fn run_bench(workspace: &Workspace, args: &[&str]) -> Result<()> {
 
     let clk_tck = clock_ticks_per_second();
     progress(&format!("measuring pgbench -S ({} s)", options.seconds));
-    let baseline = measure_pgbench(&pgbench, &pgbench_url, options)?;
+    let baseline = measure_pgbench(&pgbench, &pgbench_url, options, clk_tck)?;
     let read = Request::get(format!("{ACCOUNTS_PATH}/{BENCH_ACCOUNT}")).bearer(&token);
     progress(&format!(
         "measuring GET service-accounts/{{id}} ({} s)",
@@ -148,8 +148,8 @@ pub fn run_bench(workspace: &Workspace, args: &[&str]) -> Result<()> {
         options,
         pool_size: &server.pool_size,
         baseline,
-        read: Row::http("GET service-accounts/{id}", read, READ_TARGET),
-        mint: Row::http("token mint", mint, MINT_TARGET),
+        read: Row::new("GET service-accounts/{id}", read, READ_TARGET),
+        mint: Row::new("token mint", mint, MINT_TARGET),
         high_water_kib,
     };
     print!("{}", report.render());
@@ -458,11 +458,11 @@ fn json_string<'a>(json: &'a str, field: &str) -> Option<&'a str> {
 struct Baseline {
     tps: f64,
     latency_average_ms: Option<f64>,
-    machine_cpu: Option<f64>,
+    cpu: CpuUse,
 }
 
 /// A warm-up, then `pgbench -S` with the benchmark's client count and duration.
-fn measure_pgbench(pgbench: &Path, url: &str, options: Options) -> Result<Baseline> {
+fn measure_pgbench(pgbench: &Path, url: &str, options: Options, clk_tck: f64) -> Result<Baseline> {
     let select = |seconds: u64| {
         let mut cmd = Command::new(pgbench);
         cmd.args(["-S", "-n", "-M", "prepared"])
@@ -477,35 +477,32 @@ fn measure_pgbench(pgbench: &Path, url: &str, options: Options) -> Result<Baseli
     };
     select(WARM_UP.as_secs())?;
     let before = CpuSnapshot::take(None);
+    let started = Instant::now();
     let output = select(options.seconds)?;
-    let machine_cpu = CpuSnapshot::take(None).machine_busy_since(before);
-    let mut baseline = parse_pgbench(&output)?;
-    baseline.machine_cpu = machine_cpu;
-    Ok(baseline)
+    let cpu = CpuSnapshot::take(None).use_since(before, started.elapsed(), clk_tck);
+    let (tps, latency_average_ms) = parse_pgbench(&output)?;
+    Ok(Baseline {
+        tps,
+        latency_average_ms,
+        cpu,
+    })
 }
 
 /// Reads `tps = …` (without initial connection time) and `latency average = … ms`.
-fn parse_pgbench(output: &str) -> Result<Baseline> {
+fn parse_pgbench(output: &str) -> Result<(f64, Option<f64>)> {
     let value_after = |prefix: &str| {
-        output.lines().find_map(|line| {
-            let rest = line.trim().strip_prefix(prefix)?;
-            rest.split_whitespace().next()?.parse::<f64>().ok()
-        })
+        output
+            .lines()
+            .filter(|line| !line.contains("including connections"))
+            .find_map(|line| {
+                let rest = line.trim().strip_prefix(prefix)?;
+                rest.split_whitespace().next()?.parse::<f64>().ok()
+            })
     };
-    let tps = output
-        .lines()
-        .filter(|line| !line.contains("including connections"))
-        .find_map(|line| {
-            let rest = line.trim().strip_prefix("tps = ")?;
-            rest.split_whitespace().next()?.parse::<f64>().ok()
-        })
+    let tps = value_after("tps = ")
         .with_context(|| format!("no `tps = …` in the pgbench output:\n{output}"))?;
     ensure!(tps > 0.0, "pgbench reported {tps} tps:\n{output}");
-    Ok(Baseline {
-        tps,
-        latency_average_ms: value_after("latency average = "),
-        machine_cpu: None,
-    })
+    Ok((tps, value_after("latency average = ")))
 }
 
 /// What one HTTP scenario measured.
@@ -513,8 +510,7 @@ fn parse_pgbench(output: &str) -> Result<Baseline> {
 struct HttpMeasurement {
     load: LoadReport,
     peak_rss_kib: u64,
-    server_cpu: Option<f64>,
-    machine_cpu: Option<f64>,
+    cpu: CpuUse,
 }
 
 /// A warm-up, then the measured load, sampling the server's RSS and CPU meanwhile.
@@ -548,8 +544,7 @@ fn measure_http(
     let after = CpuSnapshot::take(Some(server.pid));
     let load = load?;
     Ok(HttpMeasurement {
-        server_cpu: after.process_cpu_since(before, load.elapsed, clk_tck),
-        machine_cpu: after.machine_busy_since(before),
+        cpu: after.use_since(before, load.elapsed, clk_tck),
         peak_rss_kib: peak_rss_kib?,
         load,
     })
@@ -567,35 +562,55 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
+/// Where the CPU time went during a scenario, in percent.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    /// The server process, of one CPU.
+    server: Option<f64>,
+    /// Every `postgres` process on the machine, of one CPU.
+    postgres: Option<f64>,
+    /// Everything on the machine, of all CPUs.
+    machine: Option<f64>,
+}
+
 /// CPU time counters at one moment (Linux `/proc`), in clock ticks.
 #[derive(Debug, Clone, Copy)]
 struct CpuSnapshot {
     /// All CPUs: (busy, total).
     machine: Option<(u64, u64)>,
-    /// utime + stime of one process.
-    process: Option<u64>,
+    /// The server process.
+    server: Option<u64>,
+    /// All `postgres` processes, including the exited backends their postmaster reaped.
+    postgres: Option<u64>,
 }
 
 impl CpuSnapshot {
-    fn take(pid: Option<u32>) -> Self {
+    fn take(server: Option<u32>) -> Self {
         Self {
             machine: machine_ticks(),
-            process: pid.and_then(process_ticks),
+            server: server.and_then(|pid| process_ticks(pid).map(|ticks| ticks.own)),
+            postgres: postgres_ticks(),
         }
     }
 
-    /// The share of all CPUs that was busy since `before`, in percent.
-    fn machine_busy_since(self, before: Self) -> Option<f64> {
-        let ((busy, total), (busy_before, total_before)) = (self.machine?, before.machine?);
-        let total = total.checked_sub(total_before).filter(|&ticks| ticks > 0)?;
-        let busy = busy.checked_sub(busy_before)?;
-        Some(ticks_f64(busy) / ticks_f64(total) * 100.0)
-    }
-
-    /// The process's CPU use over `elapsed`, in percent of one CPU.
-    fn process_cpu_since(self, before: Self, elapsed: Duration, clk_tck: f64) -> Option<f64> {
-        let ticks = self.process?.checked_sub(before.process?)?;
-        Some(ticks_f64(ticks) / clk_tck / elapsed.as_secs_f64() * 100.0)
+    /// The CPU use between `before` and this snapshot, `elapsed` apart.
+    fn use_since(self, before: Self, elapsed: Duration, clk_tck: f64) -> CpuUse {
+        let of_one_cpu = |now: Option<u64>, then: Option<u64>| {
+            let ticks = now?.checked_sub(then?)?;
+            Some(ticks_f64(ticks) / clk_tck / elapsed.as_secs_f64() * 100.0)
+        };
+        let machine = self.machine.zip(before.machine).and_then(
+            |((busy, total), (busy_before, total_before))| {
+                let total = total.checked_sub(total_before).filter(|&ticks| ticks > 0)?;
+                let busy = busy.checked_sub(busy_before)?;
+                Some(ticks_f64(busy) / ticks_f64(total) * 100.0)
+            },
+        );
+        CpuUse {
+            server: of_one_cpu(self.server, before.server),
+            postgres: of_one_cpu(self.postgres, before.postgres),
+            machine,
+        }
     }
 }
 
@@ -624,18 +639,67 @@ fn machine_ticks() -> Option<(u64, u64)> {
     Some((total.checked_sub(idle)?, total))
 }
 
-/// utime + stime of `pid` from `/proc/<pid>/stat`.
-fn process_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 1..)?
+/// One process's CPU time from `/proc/<pid>/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessTicks {
+    /// utime + stime.
+    own: u64,
+    /// cutime + cstime: the children it has waited for.
+    children: u64,
+}
+
+fn process_ticks(pid: u32) -> Option<ProcessTicks> {
+    parse_process_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, t)| t)
+}
+
+/// The command name and CPU times of a `/proc/<pid>/stat` line.
+fn parse_process_stat(stat: &str) -> Option<(&str, ProcessTicks)> {
+    // The command name (field 2) is in parentheses and may contain spaces or parentheses.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?;
+    let fields: Vec<u64> = stat
+        .get(close + 1..)?
         .split_whitespace()
-        .collect();
-    // Counting from field 3 (state): utime is field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+        .skip(11)
+        .take(4)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // Counting from field 3 (state): utime, stime, cutime, cstime are fields 14 to 17.
+    match fields[..] {
+        [user, system, children_user, children_system] => Some((
+            name,
+            ProcessTicks {
+                own: user + system,
+                children: children_user + children_system,
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// The CPU time of every `postgres` process on the machine, with the children each has
+/// reaped: a postmaster's reaped children are the backends of closed connections, so the
+/// sum keeps counting them after they exit.
+fn postgres_ticks() -> Option<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some(("postgres", ticks)) = parse_process_stat(&stat) {
+            total += ticks.own + ticks.children;
+        }
+    }
+    Some(total)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on practically every Linux).
@@ -674,7 +738,7 @@ struct Row {
 }
 
 impl Row {
-    fn http(scenario: &'static str, measurement: HttpMeasurement, target: Target) -> Self {
+    fn new(scenario: &'static str, measurement: HttpMeasurement, target: Target) -> Self {
         Self {
             scenario,
             measurement,
@@ -726,6 +790,7 @@ impl Report<'_> {
                 "p99 ms",
                 "errors",
                 "iam CPU",
+                "pg CPU",
                 "all CPU",
                 "target",
                 "met",
@@ -743,8 +808,9 @@ impl Report<'_> {
                 "-".to_owned(),
                 "-".to_owned(),
                 "-".to_owned(),
-                "-".to_owned(),
-                percent(self.baseline.machine_cpu),
+                percent(self.baseline.cpu.server),
+                percent(self.baseline.cpu.postgres),
+                percent(self.baseline.cpu.machine),
                 "-".to_owned(),
                 "-".to_owned(),
             ],
@@ -761,8 +827,9 @@ impl Report<'_> {
                     millis(load.percentile_ms(500)),
                     millis(load.percentile_ms(990)),
                     load.errors.to_string(),
-                    percent(row.measurement.server_cpu),
-                    percent(row.measurement.machine_cpu),
+                    percent(row.measurement.cpu.server),
+                    percent(row.measurement.cpu.postgres),
+                    percent(row.measurement.cpu.machine),
                     row.target.describe(),
                     yes_no(row.met(self.baseline.tps)).to_owned(),
                 ],
@@ -790,8 +857,9 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "(iam CPU: the server process, % of one CPU; all CPU: every process on the \
-             machine, load generator and PostgreSQL included, % of all CPUs)"
+            "(iam CPU: the server process and pg CPU: all postgres processes, each in % of \
+             one CPU; all CPU: the whole machine, load generator included, in % of all {cpus} \
+             CPUs)"
         );
         out
     }
@@ -816,7 +884,7 @@ impl Report<'_> {
 
 /// One line of the results table: the scenario left-aligned, the numbers right-aligned,
 /// then the target and whether it is met.
-fn table_line(out: &mut String, cells: [String; 11]) {
+fn table_line(out: &mut String, cells: [String; 12]) {
     let [
         scenario,
         clients,
@@ -826,14 +894,15 @@ fn table_line(out: &mut String, cells: [String; 11]) {
         p99,
         errors,
         own_cpu,
+        pg_cpu,
         all_cpu,
         target,
         met,
     ] = cells;
     let _ = writeln!(
         out,
-        "{scenario:<26} {clients:>7} {rate:>10} {share:>10} {p50:>7} {p99:>7} {errors:>7} \
-         {own_cpu:>8} {all_cpu:>8}  {target:<21} {met}"
+        "{scenario:<26} {clients:>7} {rate:>9} {share:>10} {p50:>6} {p99:>6} {errors:>6} \
+         {own_cpu:>7} {pg_cpu:>6} {all_cpu:>7}  {target:<21} {met}"
     );
 }
 
@@ -891,9 +960,9 @@ latency average = 0.321 ms
 initial connection time = 12.345 ms
 tps = 24901.123456 (without initial connection time)
 ";
-        let baseline = parse_pgbench(output).unwrap();
-        assert!((baseline.tps - 24_901.123_456).abs() < 1e-6);
-        assert_eq!(baseline.latency_average_ms, Some(0.321));
+        let (tps, latency) = parse_pgbench(output).unwrap();
+        assert!((tps - 24_901.123_456).abs() < 1e-6);
+        assert_eq!(latency, Some(0.321));
         assert!(parse_pgbench("no numbers here").is_err());
     }
 
@@ -902,6 +971,17 @@ tps = 24901.123456 (without initial connection time)
         let pid = std::process::id();
         assert!(status_kib(pid, "VmRSS:").is_some_and(|kib| kib > 0));
         assert!(process_ticks(pid).is_some());
+        assert!(postgres_ticks().is_some());
+        let stat = "42 (post gres) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18";
+        let (name, ticks) = parse_process_stat(stat).unwrap();
+        assert_eq!(name, "post gres");
+        assert_eq!(
+            ticks,
+            ProcessTicks {
+                own: 11 + 12,
+                children: 13 + 14
+            }
+        );
         let (busy, total) = machine_ticks().unwrap();
         assert!(busy <= total);
     }
