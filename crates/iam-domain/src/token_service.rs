@@ -151,6 +151,13 @@ impl<A: Adapters> TokenService<A> {
         }
     }
 
+    /// Computes one HMAC as a rejected-before-lookup mint would have, so that unknown or
+    /// malformed credentials cost what a wrong secret costs. `black_box` keeps the optimizer
+    /// from removing the otherwise unused result.
+    fn spend_decoy_hash(&self) {
+        std::hint::black_box(self.hasher.hash(&self.decoy));
+    }
+
     /// The lifetime of minted grants.
     pub fn lifetime(&self) -> Duration {
         self.lifetime
@@ -172,7 +179,7 @@ impl<A: Adapters> TokenService<A> {
             ClientSecret::parse(client_secret),
             ClientId::parse(client_id),
         ) else {
-            self.hasher.hash(&self.decoy);
+            self.spend_decoy_hash();
             return Err(MintError::InvalidClient);
         };
         let Some((credential, account)) = self
@@ -180,7 +187,7 @@ impl<A: Adapters> TokenService<A> {
             .find_for_mint(&client_id, &credential_id)
             .await?
         else {
-            self.hasher.hash(&self.decoy);
+            self.spend_decoy_hash();
             return Err(MintError::InvalidClient);
         };
         let now = self.clock.now_micros();
