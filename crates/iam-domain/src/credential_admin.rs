@@ -5,10 +5,13 @@
 //! Creation applies the org policy: default lifetime when `expiresAt` is omitted, no expiry in
 //! the past or beyond the maximum lifetime, and at most `maxActiveCredentials` active
 //! credentials per account (enforced atomically by the store). Creation is allowed on a
-//! disabled account. The plaintext secret is returned once and never stored.
+//! disabled account, but only to a caller who holds every role of the account (a secret lets
+//! its holder act as the account: [`crate::acting_as`]). The plaintext secret is returned once
+//! and never stored.
 
 use time::OffsetDateTime;
 
+use crate::acting_as::acting_as_violations;
 use crate::audit::{AuditAction, AuditEvent, RequestContext};
 use crate::client_secret::{ClientSecret, SecretHasher};
 use crate::credential::{Credential, CredentialFilter};
@@ -91,7 +94,8 @@ impl<A: Adapters> CredentialAdmin<A> {
     /// lifetime) and returns it with its secret.
     ///
     /// # Errors
-    /// [`AdminError::NotFound`]; [`AdminError::Rejected`] for an expiry in the past or beyond
+    /// [`AdminError::NotFound`]; [`AdminError::ActingAsRefused`] when the caller does not hold
+    /// every role of the account; [`AdminError::Rejected`] for an expiry in the past or beyond
     /// the org maximum; [`AdminError::CredentialLimitReached`]; [`AdminError::Store`].
     pub async fn create(
         &self,
@@ -107,6 +111,10 @@ impl<A: Adapters> CredentialAdmin<A> {
             .get(&caller.tenant, &account, now)
             .await?
             .ok_or(AdminError::NotFound)?;
+        let missing = acting_as_violations(caller, &sa);
+        if !missing.is_empty() {
+            return Err(AdminError::ActingAsRefused(missing));
+        }
         let org = self
             .directory
             .organization(&caller.tenant)
@@ -482,6 +490,54 @@ mod tests {
         w.memory.state().accounts[0].status =
             crate::service_account::ServiceAccountStatus::Disabled;
         assert!(create(&w, None).is_ok());
+    }
+
+    #[test]
+    fn only_a_caller_holding_every_role_of_the_account_may_create_its_credentials() {
+        let w = world();
+        let strong = CreateServiceAccount {
+            id: Some(ServiceAccountId::parse("sa-strong").unwrap()),
+            display_name: DisplayName::parse("Strong").unwrap(),
+            description: None,
+            scope: Scope::Organization,
+            scope_id: "org-acme".into(),
+            roles: vec![role("admin"), role("storage.writer")],
+        };
+        let full = principal("org-acme", &["admin", "storage.writer"]);
+        block_on(w.accounts.create(&full, &ctx(), strong)).unwrap();
+        let audit_before = w.memory.state().audit.len();
+
+        // An admin holding only `admin` would gain storage.writer through the secret.
+        let err = block_on(w.credentials.create(&admin(), &ctx(), "sa-strong", None)).unwrap_err();
+        let AdminError::ActingAsRefused(missing) = err else {
+            panic!("expected ActingAsRefused, got {err:?}");
+        };
+        assert_eq!(
+            missing
+                .iter()
+                .map(|v| (v.reason.code(), v.field.as_deref()))
+                .collect::<Vec<_>>(),
+            [("ROLE_NOT_HELD", Some("roles[1]"))]
+        );
+        assert!(w.memory.state().credentials.is_empty(), "nothing stored");
+        assert_eq!(
+            w.memory.state().audit.len(),
+            audit_before,
+            "nothing audited"
+        );
+
+        let created = block_on(w.credentials.create(&full, &ctx(), "sa-strong", None)).unwrap();
+        // Reading, listing and deleting stay admin-only.
+        let id = created.credential.id.as_str();
+        assert!(block_on(w.credentials.get(&admin(), "sa-strong", id)).is_ok());
+        assert!(
+            block_on(
+                w.credentials
+                    .list(&admin(), "sa-strong", CredentialFilter::default(), all())
+            )
+            .is_ok()
+        );
+        block_on(w.credentials.delete(&admin(), &ctx(), "sa-strong", id)).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! (`iam-http`) drives the use cases. This crate depends on no database driver, web framework
 //! or async runtime — `cargo xtask ci` checks that.
 
+pub mod acting_as;
 pub mod audit;
 pub mod client_secret;
 pub mod credential;
@@ -30,6 +31,7 @@ pub mod validation;
 #[cfg(test)]
 mod fakes;
 
+pub use acting_as::acting_as_violations;
 pub use audit::{AuditAction, AuditEvent, RequestContext};
 pub use client_secret::{ClientSecret, MalformedSecret, SecretHash, SecretHasher};
 pub use credential::{Credential, CredentialFilter, CredentialStatus};

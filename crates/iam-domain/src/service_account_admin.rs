@@ -7,8 +7,11 @@
 //! - the tenant is the caller's, so another tenant's account is simply not found;
 //! - scopes must be allowed by the org policy and name an existing target;
 //! - roles must exist in the org catalog and be held by the caller (scope-down), on create
-//!   and for roles a PATCH adds.
+//!   and for roles a PATCH adds;
+//! - re-enabling a disabled account requires holding every role it ends up with
+//!   ([`crate::acting_as`]).
 
+use crate::acting_as::acting_as_violations;
 use crate::audit::{AuditAction, AuditEvent, RequestContext};
 use crate::organization::Organization;
 use crate::pagination::{Page, PageRequest};
@@ -76,6 +79,10 @@ pub enum AdminError {
     /// The caller is not a tenant administrator (list and create only).
     #[error("only tenant administrators may do this")]
     Forbidden,
+    /// The caller may not act as the service account: it does not hold every role of the
+    /// account (creating a credential, re-enabling). One violation per missing role.
+    #[error("the caller lacks {} role(s) of the service account", .0.len())]
+    ActingAsRefused(Vec<Violation>),
     /// No such account for this caller: missing, another tenant's, or the caller is no admin.
     #[error("service account not found")]
     NotFound,
@@ -278,8 +285,9 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
     /// # Errors
     /// [`AdminError::NotFound`] as for [`Self::get`]; [`AdminError::PreconditionFailed`] when
     /// `precondition` no longer matches; [`AdminError::Rejected`] for added roles outside the
-    /// catalog or not held by the caller; [`AdminError::ConcurrentModification`];
-    /// [`AdminError::Store`].
+    /// catalog or not held by the caller; [`AdminError::ActingAsRefused`] when the patch
+    /// re-enables a disabled account whose roles the caller does not all hold;
+    /// [`AdminError::ConcurrentModification`]; [`AdminError::Store`].
     pub async fn update(
         &self,
         caller: &Principal,
@@ -326,6 +334,15 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         let changed = patch.apply(&mut updated);
         if changed.is_empty() {
             return Ok(current);
+        }
+        // Re-enabling revives the account's secrets and tokens: acting as it.
+        if current.status == ServiceAccountStatus::Disabled
+            && updated.status == ServiceAccountStatus::Active
+        {
+            let missing = acting_as_violations(caller, &updated);
+            if !missing.is_empty() {
+                return Err(AdminError::ActingAsRefused(missing));
+            }
         }
         updated.updated_at = self.clock.now_micros();
         updated.revision = current.revision.next();
@@ -814,6 +831,82 @@ mod tests {
                 ("ROLE_NOT_FOUND", Some("roles[2]".into())),
             ]
         );
+    }
+
+    #[test]
+    fn re_enabling_needs_every_role_of_the_account_disabling_and_renaming_do_not() {
+        let w = world();
+        create(&w, "sa-ci"); // holds compute.deployer
+        let weak_admin = principal("org-acme", &["admin", "storage.reader"]);
+        let status = |s| ServiceAccountPatch {
+            status: Some(s),
+            ..ServiceAccountPatch::default()
+        };
+        let update = |caller: &Principal, patch| {
+            block_on(
+                w.admin
+                    .update(caller, &ctx(), "sa-ci", patch, &Precondition::None),
+            )
+        };
+        let rename = ServiceAccountPatch {
+            display_name: Some(DisplayName::parse("Renamed").unwrap()),
+            ..ServiceAccountPatch::default()
+        };
+        update(&weak_admin, rename).expect("renaming is admin-only");
+        update(&weak_admin, status(ServiceAccountStatus::Disabled)).expect("so is disabling");
+        let events = w.memory.state().audit.len();
+
+        let err = update(&weak_admin, status(ServiceAccountStatus::Active)).unwrap_err();
+        let AdminError::ActingAsRefused(missing) = err else {
+            panic!("expected ActingAsRefused, got {err:?}");
+        };
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].field.as_deref(), Some("roles[0]"));
+        assert_eq!(missing[0].reason, ViolationReason::RoleNotHeld);
+        assert_eq!(
+            w.memory.state().accounts[0].status,
+            ServiceAccountStatus::Disabled
+        );
+        assert_eq!(w.memory.state().audit.len(), events, "nothing written");
+
+        // Dropping the unheld role in the same PATCH makes it allowed: what counts is the
+        // account as it will be.
+        let both = ServiceAccountPatch {
+            roles: Some(vec![]),
+            status: Some(ServiceAccountStatus::Active),
+            ..ServiceAccountPatch::default()
+        };
+        let sa = update(&weak_admin, both).unwrap();
+        assert_eq!(sa.status, ServiceAccountStatus::Active);
+        assert!(sa.roles.is_empty());
+        // An active account set to active again is no re-enabling (and changes nothing).
+        update(&weak_admin, status(ServiceAccountStatus::Active)).unwrap();
+    }
+
+    #[test]
+    fn a_full_admin_may_re_enable() {
+        let w = world();
+        create(&w, "sa-ci");
+        let disable = ServiceAccountPatch {
+            status: Some(ServiceAccountStatus::Disabled),
+            ..ServiceAccountPatch::default()
+        };
+        block_on(
+            w.admin
+                .update(&acme_admin(), &ctx(), "sa-ci", disable, &Precondition::None),
+        )
+        .unwrap();
+        let enable = ServiceAccountPatch {
+            status: Some(ServiceAccountStatus::Active),
+            ..ServiceAccountPatch::default()
+        };
+        let sa =
+            block_on(
+                w.admin
+                    .update(&acme_admin(), &ctx(), "sa-ci", enable, &Precondition::None),
+            )
+            .unwrap();
+        assert_eq!(sa.status, ServiceAccountStatus::Active);
     }
 
     #[test]

@@ -215,6 +215,7 @@ pub async fn list<A: Adapters>(
     responses(
         (status = 201, body = CredentialView, headers(("Location" = String))),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "The caller does not hold every role of the account."),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope),
     ),

@@ -245,6 +245,11 @@ impl From<AdminError> for ApiError {
     fn from(error: AdminError) -> Self {
         match error {
             AdminError::Forbidden => Self::forbidden(),
+            AdminError::ActingAsRefused(violations) => Self::new(
+                StatusCode::FORBIDDEN,
+                "you may only do this for a service account whose roles you all hold",
+                violations.into_iter().map(ErrorDetail::from).collect(),
+            ),
             AdminError::NotFound => Self::service_account_not_found(),
             AdminError::Rejected(violations) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -412,6 +412,7 @@ pub async fn get<A: Adapters>(
     responses(
         (status = 200, body = ServiceAccountView, headers(("ETag" = String))),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "Re-enabling an account without holding all its roles."),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
         (status = 412, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope),
     ),

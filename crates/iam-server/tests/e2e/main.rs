@@ -8,6 +8,7 @@
 
 mod auth;
 mod credentials;
+mod hardening;
 mod operations;
 mod pagination;
 mod service_accounts;
