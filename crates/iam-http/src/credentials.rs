@@ -213,7 +213,7 @@ pub async fn list<A: Adapters>(
     ),
     request_body(content = Option<CreateCredentialBody>),
     responses(
-        (status = 201, body = CredentialView, headers(("Location" = String))),
+        (status = 201, body = CredentialView, headers(("Location" = String), ("Cache-Control" = String, description = "`no-store`: the body holds a secret."), ("Pragma" = String, description = "`no-cache`"))),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope, description = "The caller does not hold every role of the account."),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
@@ -241,7 +241,9 @@ pub async fn create<A: Adapters>(
             .await?;
         let credential = &created.credential;
         let view = CredentialView::new(credential, credential.created_at, Some(&created.secret));
-        Ok(Reply::json(StatusCode::CREATED, &view)?.header(LOCATION, self_link(credential)))
+        Ok(Reply::json(StatusCode::CREATED, &view)?
+            .header(LOCATION, self_link(credential))
+            .no_store())
     })
     .await
 }

@@ -105,8 +105,11 @@ where
                 tracing::error!(error = %e, "a recorded idempotent response does not open");
                 ApiError::internal()
             })?;
+            // A replay may carry a secret (a credential create): never let a cache keep it,
+            // whatever headers were recorded.
             return Ok(Reply::from_stored(stored)
                 .header(IDEMPOTENT_REPLAYED, "true")
+                .no_store()
                 .into_response());
         }
         IdempotencyClaim::InProgress => {

@@ -3,7 +3,7 @@
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, PRAGMA};
 use iam_domain::ports::StoredResponse;
 use serde::Serialize;
 
@@ -58,6 +58,18 @@ impl Reply {
     #[must_use]
     pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Marks the reply as never to be stored by a cache (`Cache-Control: no-store`, and
+    /// `Pragma: no-cache` for HTTP/1.0 caches), replacing any earlier caching headers. Every
+    /// reply that carries a secret gets this.
+    #[must_use]
+    pub fn no_store(mut self) -> Self {
+        self.headers
+            .retain(|(name, _)| *name != CACHE_CONTROL && *name != PRAGMA);
+        self.headers.push((CACHE_CONTROL, "no-store".to_owned()));
+        self.headers.push((PRAGMA, "no-cache".to_owned()));
         self
     }
 

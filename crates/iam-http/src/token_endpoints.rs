@@ -84,7 +84,7 @@ pub struct TokenResponse {
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: &'static str,
-    /// Seconds until it expires.
+    /// Seconds until it expires: the token's `exp − iat`.
     pub expires_in: i64,
 }
 
@@ -95,7 +95,9 @@ fn token_response<A: Adapters>(
     let body = TokenResponse {
         access_token: state.issuer.sign(grant)?,
         token_type: "Bearer",
-        expires_in: state.tokens.lifetime().whole_seconds(),
+        // Exactly the token's `exp − iat` (both whole seconds), also when the credential's
+        // expiry cut the lifetime short.
+        expires_in: grant.expires_at.unix_timestamp() - grant.issued_at.unix_timestamp(),
     };
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))

@@ -3,10 +3,28 @@
 //! unsupported methods get 405 with `Allow`, and a crash between a create and its idempotency
 //! record cannot make a retry do the work twice.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use iam_domain::ports::Clock as _;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
+use time::Duration;
+use time::format_description::well_known::Rfc3339;
 
-use crate::support::{BASE, TestServer};
+use crate::support::{BASE, Response, TestServer};
+
+const TOKEN: &str = "/v1/regions/global/auth/token";
+
+/// The claims of a JWT (not verified: the server made it).
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+fn assert_no_store(response: &Response, what: &str) {
+    assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
+    assert_eq!(response.header("pragma"), Some("no-cache"), "{what}");
+}
 
 /// An admin of org-acme holding only the admin role.
 fn limited_admin(server: &TestServer) -> String {
@@ -85,4 +103,77 @@ async fn a_limited_admin_cannot_gain_an_accounts_roles_through_a_secret() {
     // A limited admin may delete the account (taking no roles by that).
     let deleted = server.delete(&account, &limited).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn expires_in_is_exactly_exp_minus_iat_also_when_the_credential_ends_first() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    server.create_sa(&admin, "sa-short").await;
+    let path = format!("{BASE}/sa-short/credentials");
+    let soon = (server.clock.now() + Duration::seconds(100))
+        .format(&Rfc3339)
+        .unwrap();
+    let short = server
+        .post(&path, &admin, &json!({"expiresAt": soon}))
+        .await;
+    let long = server.post(&path, &admin, &json!({})).await;
+    for (credential, expected) in [(short, 100), (long, 900)] {
+        assert_eq!(
+            credential.status,
+            StatusCode::CREATED,
+            "{}",
+            credential.text
+        );
+        let secret = credential.json()["clientSecret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let minted = server
+            .call(
+                Method::POST,
+                TOKEN,
+                None,
+                Some(&json!({"grant_type": "client_credentials",
+                             "client_id": "sa-short@acme.iam", "client_secret": secret})),
+                &[],
+            )
+            .await;
+        assert_eq!(minted.status, StatusCode::OK, "{}", minted.text);
+        let body = minted.json();
+        let jwt = claims(body["access_token"].as_str().unwrap());
+        let lifetime = jwt["exp"].as_i64().unwrap() - jwt["iat"].as_i64().unwrap();
+        assert_eq!(body["expires_in"].as_i64().unwrap(), lifetime);
+        assert_eq!(lifetime, expected);
+    }
+}
+
+#[tokio::test]
+async fn responses_carrying_a_secret_are_never_cached_replays_included() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    server.create_sa(&admin, "sa-ci").await;
+    let path = format!("{BASE}/sa-ci/credentials");
+    let plain = server.post(&path, &admin, &json!({})).await;
+    assert_eq!(plain.status, StatusCode::CREATED);
+    assert_no_store(&plain, "create");
+    let mut secrets = Vec::new();
+    for attempt in ["first", "replay"] {
+        let keyed = server
+            .call(
+                Method::POST,
+                &path,
+                Some(&admin),
+                Some(&json!({})),
+                &[("idempotency-key", "cache-1")],
+            )
+            .await;
+        assert_eq!(keyed.status, StatusCode::CREATED, "{}", keyed.text);
+        assert_no_store(&keyed, attempt);
+        secrets.push(keyed.json()["clientSecret"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(secrets[0], secrets[1], "the replay is the same response");
+    // Reads never carry a secret; they need no such header.
+    let read = server.get(&path, &admin).await;
+    assert!(!read.text.contains("clientSecret"));
 }
