@@ -395,7 +395,18 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         }
     }
 
-    fn visible_id(&self, caller: &Principal, raw: &str) -> Result<ServiceAccountId, AdminError> {
+    /// The parsed id of an account `caller` may address: [`AdminError::NotFound`] for a
+    /// non-admin or a malformed id, exactly as for a missing account. Adapters call this
+    /// before validating anything else of a request naming an account, so the uniform 404
+    /// comes first (SPEC §3).
+    ///
+    /// # Errors
+    /// [`AdminError::NotFound`].
+    pub fn visible_id(
+        &self,
+        caller: &Principal,
+        raw: &str,
+    ) -> Result<ServiceAccountId, AdminError> {
         visible_account_id(caller, &self.admin_role, raw)
     }
 

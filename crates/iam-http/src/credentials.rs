@@ -164,6 +164,8 @@ pub async fn list<A: Adapters>(
     req: HttpRequest,
     account: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // The uniform 404 comes before any validation of the query.
+    state.admin.visible_id(&caller, &account)?;
     let params = body::query(req.query_string(), LIST_PARAMS)?;
     let mut errors: Vec<ErrorDetail> = Vec::new();
     let mut filter = CredentialFilter::default();
@@ -228,6 +230,8 @@ pub async fn create<A: Adapters>(
     account: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // The uniform 404 comes before any validation of the body or headers.
+    state.admin.visible_id(&caller, &account)?;
     let bytes = body::read(payload).await?;
     let expires_at = match body::object(&req, &bytes)? {
         None => None,

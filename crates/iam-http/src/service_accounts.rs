@@ -425,6 +425,8 @@ pub async fn update<A: Adapters>(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // The uniform 404 comes before any validation of the body or headers.
+    state.admin.visible_id(&caller, &id)?;
     let bytes = body::read(payload).await?;
     let map = body::object(&req, &bytes)?.unwrap_or_default();
     let patch = parse_patch(map)?;

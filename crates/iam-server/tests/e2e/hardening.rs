@@ -177,3 +177,115 @@ async fn responses_carrying_a_secret_are_never_cached_replays_included() {
     let read = server.get(&path, &admin).await;
     assert!(!read.text.contains("clientSecret"));
 }
+
+#[tokio::test]
+async fn non_admins_get_the_uniform_404_before_any_body_query_or_header_validation() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    server.create_sa(&admin, "sa-ci").await;
+    let credential = server
+        .post(&format!("{BASE}/sa-ci/credentials"), &admin, &json!({}))
+        .await
+        .json();
+    let credential = credential["id"].as_str().unwrap().to_owned();
+    let reference = server.get(&format!("{BASE}/sa-missing"), &admin).await;
+    assert_eq!(reference.status, StatusCode::NOT_FOUND);
+    let viewer = server.token("org-acme", "viewer@acme.example", &["compute.deployer"]);
+
+    let client = reqwest::Client::new();
+    for account in ["sa-ci", "sa-missing", "NOT_AN_ID"] {
+        let sa = format!("{BASE}/{account}");
+        let creds = format!("{sa}/credentials");
+        let one = format!("{creds}/{credential}");
+        let attempts = [
+            Attempt::body(Method::PATCH, &sa, "application/json", "{not json"),
+            Attempt::body(
+                Method::PATCH,
+                &sa,
+                "application/json",
+                r#"{"isAdmin": true}"#,
+            ),
+            Attempt::body(Method::PATCH, &sa, "text/plain", "hello"),
+            Attempt::body(Method::PATCH, &sa, "application/json", "{}")
+                .header("if-match", "W/\"weak\""),
+            Attempt::body(
+                Method::POST,
+                &creds,
+                "application/json",
+                r#"{"expiresAt": 5}"#,
+            ),
+            Attempt::body(Method::POST, &creds, "application/xml", "<x/>"),
+            Attempt::body(Method::POST, &creds, "application/json", "{}")
+                .header("idempotency-key", ""),
+            Attempt::get(&creds, "?pageSize=0&offset=-1&pageToken=forged&bogus=1"),
+            Attempt::get(&one, "?bogus=1"),
+        ];
+        for attempt in attempts {
+            let Attempt {
+                method,
+                path,
+                query,
+                content_type,
+                body,
+                header,
+            } = attempt;
+            let mut request = client
+                .request(method.clone(), format!("{}{path}{query}", server.base_url))
+                .bearer_auth(&viewer);
+            if !content_type.is_empty() {
+                request = request
+                    .header("content-type", content_type)
+                    .body(body.to_owned());
+            }
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.unwrap();
+            let what = format!("{method} {path}{query} {content_type} {body}");
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{what}");
+            assert_eq!(response.text().await.unwrap(), reference.text, "{what}");
+        }
+    }
+    // Nothing changed underneath.
+    let sa = server.get(&format!("{BASE}/sa-ci"), &admin).await.json();
+    assert_eq!(sa["activeCredentialCount"], 1);
+}
+
+/// One request of a non-admin that would be invalid even for an admin.
+struct Attempt<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a str,
+    content_type: &'a str,
+    body: &'a str,
+    header: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Attempt<'a> {
+    fn body(method: Method, path: &'a str, content_type: &'a str, body: &'a str) -> Self {
+        Self {
+            method,
+            path,
+            query: "",
+            content_type,
+            body,
+            header: None,
+        }
+    }
+
+    fn get(path: &'a str, query: &'a str) -> Self {
+        Self {
+            method: Method::GET,
+            path,
+            query,
+            content_type: "",
+            body: "",
+            header: None,
+        }
+    }
+
+    fn header(mut self, name: &'a str, value: &'a str) -> Self {
+        self.header = Some((name, value));
+        self
+    }
+}
