@@ -59,72 +59,106 @@ pub struct AppState<A: Adapters> {
 /// Registers every route. The caller must also register `web::Data<AppState<A>>`,
 /// `web::Data<caller::Authenticator>` and `web::Data<client_ip::TrustedProxies>` as app data
 /// and wrap the app in [`request_id::middleware`].
+///
+/// Every path is one resource: a method it does not serve is answered 405 with an `Allow`
+/// header listing the ones it does (RFC 9110 §15.5.6), and every `GET` also serves `HEAD`.
 pub fn configure<A: Adapters>(cfg: &mut web::ServiceConfig) {
     use service_accounts as sa;
     let openapi = openapi::json();
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz::<A>))
-        .route(
-            "/openapi.json",
-            web::get().to(move || {
-                let openapi = openapi.clone();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(openapi)
-                }
-            }),
-        )
+    let openapi = move || {
+        let openapi = openapi.clone();
+        async move {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(openapi)
+        }
+    };
+    let account = format!("{}/{{id}}", sa::BASE_PATH);
+    let credentials = format!("{}/{{saId}}/credentials", sa::BASE_PATH);
+    let credential = format!("{}/{{saId}}/credentials/{{id}}", sa::BASE_PATH);
+    cfg.service(read_only("/healthz", health::healthz))
+        .service(read_only("/readyz", health::readyz::<A>))
+        .service(read_only("/openapi.json", openapi))
         .service(
-            web::resource(sa::BASE_PATH)
+            resource(sa::BASE_PATH, "GET, HEAD, POST")
                 .route(web::get().to(sa::list::<A>))
-                .route(web::post().to(sa::create::<A>))
-                .default_service(web::to(method_not_allowed)),
+                .route(web::head().to(sa::list::<A>))
+                .route(web::post().to(sa::create::<A>)),
         )
         .service(
-            web::resource(format!("{}/{{id}}", sa::BASE_PATH))
+            resource(&account, "GET, HEAD, PATCH, DELETE")
                 .route(web::get().to(sa::get::<A>))
+                .route(web::head().to(sa::get::<A>))
                 .route(web::patch().to(sa::update::<A>))
-                .route(web::delete().to(sa::delete::<A>))
-                .default_service(web::to(method_not_allowed)),
+                .route(web::delete().to(sa::delete::<A>)),
         )
         .service(
-            web::resource(format!("{}/{{saId}}/credentials", sa::BASE_PATH))
+            resource(&credentials, "GET, HEAD, POST")
                 .route(web::get().to(credentials::list::<A>))
-                .route(web::post().to(credentials::create::<A>))
-                .default_service(web::to(method_not_allowed)),
+                .route(web::head().to(credentials::list::<A>))
+                .route(web::post().to(credentials::create::<A>)),
         )
         .service(
-            web::resource(format!("{}/{{saId}}/credentials/{{id}}", sa::BASE_PATH))
+            resource(&credential, "GET, HEAD, DELETE")
                 .route(web::get().to(credentials::get::<A>))
-                .route(web::delete().to(credentials::delete::<A>))
-                .default_service(web::to(method_not_allowed)),
+                .route(web::head().to(credentials::get::<A>))
+                .route(web::delete().to(credentials::delete::<A>)),
         )
-        .route(
+        .service(post_only(
             "/v1/regions/global/auth/token",
-            web::post().to(token_endpoints::mint::<A>),
-        )
-        .route(
+            token_endpoints::mint::<A>,
+        ))
+        .service(post_only(
             "/oauth2/token",
-            web::post().to(token_endpoints::oauth2_token::<A>),
-        )
-        .route(
+            token_endpoints::oauth2_token::<A>,
+        ))
+        .service(post_only(
             "/v1/regions/global/auth/introspect",
-            web::post().to(token_endpoints::introspect),
-        )
-        .route(
+            token_endpoints::introspect,
+        ))
+        .service(post_only(
             "/v1/regions/global/auth/revoke",
-            web::post().to(token_endpoints::revoke::<A>),
-        )
-        .route(
+            token_endpoints::revoke::<A>,
+        ))
+        .service(read_only(
             "/.well-known/jwks.json",
-            web::get().to(token_endpoints::jwks::<A>),
-        )
-        .route(
+            token_endpoints::jwks::<A>,
+        ))
+        .service(read_only(
             "/.well-known/oauth-authorization-server",
-            web::get().to(token_endpoints::metadata::<A>),
-        )
+            token_endpoints::metadata::<A>,
+        ))
         .default_service(web::to(not_found));
+}
+
+/// The resource at `path`, answering every method it has no route for with 405 and
+/// `Allow: {allow}`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || {
+        std::future::ready(method_not_allowed(allow))
+    }))
+}
+
+/// A resource serving only `GET` (and `HEAD`) with `handler`.
+fn read_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    resource(path, "GET, HEAD")
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+}
+
+/// A resource serving only `POST` with `handler`.
+fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    resource(path, "POST").route(web::post().to(handler))
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -137,12 +171,17 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-async fn method_not_allowed() -> HttpResponse {
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
     use actix_web::ResponseError as _;
-    ApiError::new(
+    let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this resource",
+        format!("method not allowed on this resource; allowed: {allow}"),
         vec![ErrorDetail::reason("METHOD_NOT_ALLOWED")],
     )
-    .error_response()
+    .error_response();
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    response
 }

@@ -289,3 +289,90 @@ impl<'a> Attempt<'a> {
         self
     }
 }
+
+#[tokio::test]
+async fn every_route_answers_unserved_methods_with_405_and_allow() {
+    let server = TestServer::start().await;
+    let routes: [(&str, &str); 14] = [
+        ("/healthz", "GET, HEAD"),
+        ("/readyz", "GET, HEAD"),
+        ("/openapi.json", "GET, HEAD"),
+        (BASE, "GET, HEAD, POST"),
+        (
+            "/v1/regions/global/iam/service-accounts/sa-x",
+            "GET, HEAD, PATCH, DELETE",
+        ),
+        (
+            "/v1/regions/global/iam/service-accounts/sa-x/credentials",
+            "GET, HEAD, POST",
+        ),
+        (
+            "/v1/regions/global/iam/service-accounts/sa-x/credentials/cred-x",
+            "GET, HEAD, DELETE",
+        ),
+        (TOKEN, "POST"),
+        ("/oauth2/token", "POST"),
+        ("/v1/regions/global/auth/introspect", "POST"),
+        ("/v1/regions/global/auth/revoke", "POST"),
+        ("/.well-known/jwks.json", "GET, HEAD"),
+        ("/.well-known/oauth-authorization-server", "GET, HEAD"),
+        (
+            "/v1/regions/global/iam/service-accounts/sa-x/",
+            "GET, HEAD, PATCH, DELETE",
+        ),
+    ];
+    let methods = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+    ];
+    let client = reqwest::Client::new();
+    for (path, allow) in routes {
+        if path.ends_with('/') {
+            // A trailing slash is no route at all: 404, whatever the method.
+            let r = client
+                .put(format!("{}{path}", server.base_url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+            continue;
+        }
+        let allowed: Vec<&str> = allow.split(", ").collect();
+        for method in methods {
+            let response = client
+                .request(
+                    Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{}{path}", server.base_url),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            if allowed.contains(&method) {
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                continue;
+            }
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("allow")
+                    .and_then(|v| v.to_str().ok()),
+                Some(allow),
+                "{method} {path}"
+            );
+            if method != "HEAD" {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], 405, "{method} {path}");
+                assert_eq!(body["error"]["details"][0]["reason"], "METHOD_NOT_ALLOWED");
+            }
+        }
+    }
+    // HEAD is GET without the body.
+    let head = client
+        .head(format!("{}/healthz", server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.text().await.unwrap(), "");
+}
