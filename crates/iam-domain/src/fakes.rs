@@ -55,6 +55,8 @@ pub struct State {
     pub revoked: Vec<String>,
     /// Recorded uses: (credential uid, at, ip).
     pub uses: Vec<(Uuid, OffsetDateTime, Option<std::net::IpAddr>)>,
+    /// Credential lookups of token mints (`find_for_mint` calls): the queries a mint issues.
+    pub mint_lookups: usize,
 }
 
 #[derive(Clone, Default)]
@@ -339,7 +341,8 @@ impl CredentialStore for Memory {
         client_id: &ClientId,
         id: &CredentialId,
     ) -> impl Future<Output = Result<Option<(Credential, ServiceAccount)>, StoreError>> + Send {
-        let state = self.state();
+        let mut state = self.state();
+        state.mint_lookups += 1;
         let found = state
             .accounts
             .iter()

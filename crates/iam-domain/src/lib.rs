@@ -25,6 +25,7 @@ pub mod role;
 pub mod scope;
 pub mod service_account;
 pub mod service_account_admin;
+pub mod throttle;
 pub mod token_service;
 pub mod validation;
 
@@ -49,5 +50,6 @@ pub use service_account::{
 pub use service_account_admin::{
     AdminError, CreateServiceAccount, ServiceAccountAdmin, Violation, ViolationReason,
 };
+pub use throttle::{MintThrottle, ThrottleLimits};
 pub use token_service::{Grant, MintError, Narrowing, TokenService};
 pub use validation::InvalidValue;

@@ -5,6 +5,10 @@
 //! checksum, expired or deleted credential, disabled account — is the same
 //! [`MintError::InvalidClient`], and costs the same: an unknown credential still costs one
 //! HMAC. Narrowing beyond the account's scope or roles is [`MintError::NarrowingRefused`].
+//!
+//! Failed mints are counted by a [`MintThrottle`]; a client id or address over its limit is
+//! refused with [`MintError::Throttled`] *first*, before the secret is parsed, the credential
+//! looked up or anything hashed.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -21,6 +25,7 @@ use crate::resource_id::{CredentialId, OrgId, ProjectId};
 use crate::role::RoleSlug;
 use crate::scope::Scope;
 use crate::service_account::{ClientId, ServiceAccountStatus};
+use crate::throttle::MintThrottle;
 
 /// `scope_narrowing` of a mint: ask for less than the account has.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +71,13 @@ pub enum MintError {
     /// The requested narrowing exceeds the account's scope or roles.
     #[error("scope narrowing refused: {0}")]
     NarrowingRefused(String),
+    /// Too many failed mints from this client id and address, or this address: refused
+    /// without looking at the secret.
+    #[error("too many failed attempts")]
+    Throttled {
+        /// When to try again (whole seconds, at least one).
+        retry_after: std::time::Duration,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -113,13 +125,14 @@ pub struct TokenService<A: Adapters> {
     hasher: SecretHasher,
     lifetime: Duration,
     admin_role: RoleSlug,
+    throttle: MintThrottle,
     /// Hashed when the presented credential does not exist, so that case costs what a wrong
     /// secret costs.
     decoy: ClientSecret,
 }
 
 impl<A: Adapters> TokenService<A> {
-    /// The token service; grants live for `lifetime`.
+    /// The token service; grants live for `lifetime`, failures are counted by `throttle`.
     #[expect(
         clippy::too_many_arguments,
         reason = "the service's collaborators, wired once"
@@ -134,6 +147,7 @@ impl<A: Adapters> TokenService<A> {
         hasher: SecretHasher,
         lifetime: Duration,
         admin_role: RoleSlug,
+        throttle: MintThrottle,
     ) -> Self {
         let decoy_id =
             CredentialId::parse("cred-decoy").unwrap_or_else(|_| unreachable!("a valid id"));
@@ -147,6 +161,7 @@ impl<A: Adapters> TokenService<A> {
             hasher,
             lifetime,
             admin_role,
+            throttle,
             decoy: ClientSecret::generate(&decoy_id, &[0; 32]),
         }
     }
@@ -165,8 +180,11 @@ impl<A: Adapters> TokenService<A> {
 
     /// Exchanges a client id and secret for a grant, recording the credential's last use.
     ///
+    /// A caller over its failure limit is refused before anything else is done; a failed
+    /// mint counts against the limit, a successful one clears its client's count.
+    ///
     /// # Errors
-    /// [`MintError::InvalidClient`] for every client-side failure;
+    /// [`MintError::Throttled`]; [`MintError::InvalidClient`] for every client-side failure;
     /// [`MintError::NarrowingRefused`]; [`MintError::Store`].
     pub async fn mint(
         &self,
@@ -174,6 +192,29 @@ impl<A: Adapters> TokenService<A> {
         client_secret: &str,
         narrowing: &Narrowing,
         source_ip: Option<IpAddr>,
+    ) -> Result<Grant, MintError> {
+        let now = self.clock.now_micros();
+        if let Some(retry_after) = self.throttle.check(client_id, source_ip, now) {
+            return Err(MintError::Throttled { retry_after });
+        }
+        let result = self
+            .mint_unthrottled(client_id, client_secret, narrowing, source_ip, now)
+            .await;
+        match &result {
+            Ok(_) => self.throttle.succeeded(client_id, source_ip),
+            Err(MintError::InvalidClient) => self.throttle.failed(client_id, source_ip, now),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn mint_unthrottled(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        narrowing: &Narrowing,
+        source_ip: Option<IpAddr>,
+        now: OffsetDateTime,
     ) -> Result<Grant, MintError> {
         let (Ok((credential_id, secret)), Ok(client_id)) = (
             ClientSecret::parse(client_secret),
@@ -190,7 +231,6 @@ impl<A: Adapters> TokenService<A> {
             self.spend_decoy_hash();
             return Err(MintError::InvalidClient);
         };
-        let now = self.clock.now_micros();
         let verified = self.hasher.verify(&secret, &credential.secret_hash);
         if !verified
             || credential.status(now) != CredentialStatus::Active
@@ -310,6 +350,7 @@ mod tests {
     use crate::resource_id::ServiceAccountId;
     use crate::service_account::{DisplayName, ServiceAccountPatch};
     use crate::service_account_admin::{CreateServiceAccount, Precondition, ServiceAccountAdmin};
+    use crate::throttle::ThrottleLimits;
 
     struct World {
         memory: Memory,
@@ -363,6 +404,7 @@ mod tests {
             hasher,
             Duration::seconds(900),
             role("admin"),
+            MintThrottle::new(ThrottleLimits::default()),
         );
         block_on(accounts.create(
             &admin(),
@@ -500,6 +542,49 @@ mod tests {
             w.memory.state().uses.len() == 1,
             "only the successful mint was recorded"
         );
+    }
+
+    #[test]
+    fn a_throttled_caller_is_refused_before_any_lookup_even_with_the_right_secret() {
+        let w = world();
+        let none = Narrowing::default();
+        let before = w.memory.state().mint_lookups;
+        // Unknown-credential guesses are parsed, looked up and hashed (against the decoy):
+        // each is one lookup, and each counts, up to the limit (10 per client and address).
+        let guess = ClientSecret::generate(&CredentialId::parse("cred-guess").unwrap(), &[1; 32]);
+        for _ in 0..10 {
+            assert!(matches!(
+                mint(&w, "sa-ci@acme.iam", guess.expose(), &none),
+                Err(MintError::InvalidClient)
+            ));
+        }
+        assert_eq!(w.memory.state().mint_lookups, before + 10);
+
+        // Over the limit: refused before the lookup, whatever the secret.
+        for secret in [guess.expose(), "garbage", w.secret.as_str()] {
+            let refused = mint(&w, "sa-ci@acme.iam", secret, &none);
+            let Err(MintError::Throttled { retry_after }) = refused else {
+                panic!("expected Throttled, got {refused:?}");
+            };
+            assert_eq!(retry_after, std::time::Duration::from_mins(1));
+        }
+        assert_eq!(
+            w.memory.state().mint_lookups,
+            before + 10,
+            "a throttled request issues no query"
+        );
+        assert!(w.memory.state().uses.is_empty(), "and mints nothing");
+
+        // Another address is not affected; the block ends with its window.
+        let elsewhere = block_on(w.tokens.mint(
+            "sa-ci@acme.iam",
+            &w.secret,
+            &none,
+            Some("192.0.2.99".parse().unwrap()),
+        ));
+        assert!(elsewhere.is_ok());
+        w.clock.advance(Duration::seconds(60));
+        assert!(mint(&w, "sa-ci@acme.iam", &w.secret, &none).is_ok());
     }
 
     #[test]

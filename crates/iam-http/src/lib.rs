@@ -22,7 +22,6 @@ pub mod reply;
 pub mod request_id;
 pub mod sealing;
 pub mod service_accounts;
-pub mod throttle;
 pub mod token_endpoints;
 
 use actix_web::http::StatusCode;
@@ -44,8 +43,6 @@ pub struct AppState<A: Adapters> {
     pub tokens: TokenService<A>,
     /// Signs minted tokens; publishes keys and metadata.
     pub issuer: token_endpoints::TokenIssuer,
-    /// Throttles failed mints.
-    pub throttle: throttle::MintThrottle,
     /// Seals recorded idempotent responses.
     pub sealer: ResponseSealer,
     /// Idempotency records.

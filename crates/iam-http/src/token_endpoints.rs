@@ -196,55 +196,21 @@ pub async fn mint<A: Adapters>(
             "only client_credentials is supported",
         )]));
     }
-    match mint_throttled(&state, &client_id, &client_secret, &narrowing, &req).await {
+    let ip = client_ip::of(&req);
+    match state
+        .tokens
+        .mint(&client_id, &client_secret, &narrowing, ip)
+        .await
+    {
         Ok(grant) => token_response(&state, &grant),
-        Err(Throttled::Wait(wait)) => Err(ApiError::too_many_requests(wait)),
-        Err(Throttled::Mint(MintError::InvalidClient)) => Err(ApiError::invalid_client()),
-        Err(Throttled::Mint(MintError::NarrowingRefused(why))) => Err(ApiError::new(
+        Err(MintError::Throttled { retry_after }) => Err(ApiError::too_many_requests(retry_after)),
+        Err(MintError::InvalidClient) => Err(ApiError::invalid_client()),
+        Err(MintError::NarrowingRefused(why)) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             why,
             vec![ErrorDetail::reason("SCOPE_NARROWING_REFUSED")],
         )),
-        Err(Throttled::Mint(MintError::Store(e))) => Err(e.into()),
-    }
-}
-
-/// Why a throttled mint failed.
-enum Throttled {
-    /// Too many failures from this client and address (or this address): wait.
-    Wait(std::time::Duration),
-    /// The mint itself failed.
-    Mint(MintError),
-}
-
-/// Mints; a client-side failure counts against the throttle and, once over the limit, is
-/// answered 429 instead of 401. A valid secret is never refused by the throttle, so an
-/// attacker cannot lock a workload out, from its own address or any other.
-async fn mint_throttled<A: Adapters>(
-    state: &AppState<A>,
-    client_id: &str,
-    client_secret: &str,
-    narrowing: &Narrowing,
-    req: &HttpRequest,
-) -> Result<Grant, Throttled> {
-    let ip = client_ip::of(req);
-    let result = state
-        .tokens
-        .mint(client_id, client_secret, narrowing, ip)
-        .await;
-    match result {
-        Ok(grant) => {
-            state.throttle.succeeded(client_id, ip);
-            Ok(grant)
-        }
-        Err(MintError::InvalidClient) => {
-            state.throttle.failed(client_id, ip);
-            match state.throttle.check(client_id, ip) {
-                Some(wait) => Err(Throttled::Wait(wait)),
-                None => Err(Throttled::Mint(MintError::InvalidClient)),
-            }
-        }
-        Err(other) => Err(Throttled::Mint(other)),
+        Err(MintError::Store(e)) => Err(e.into()),
     }
 }
 
@@ -438,28 +404,33 @@ pub async fn oauth2_token<A: Adapters>(
         Ok(request) => request,
         Err(refusal) => return Ok(refusal.response()),
     };
-    match mint_throttled(&state, &client_id, &client_secret, &narrowing, &req).await {
+    let ip = client_ip::of(&req);
+    match state
+        .tokens
+        .mint(&client_id, &client_secret, &narrowing, ip)
+        .await
+    {
         Ok(grant) => token_response(&state, &grant),
-        Err(Throttled::Wait(wait)) => Ok(oauth_error(
+        Err(MintError::Throttled { retry_after }) => Ok(oauth_error(
             StatusCode::TOO_MANY_REQUESTS,
             "slow_down",
             &format!(
                 "too many failed attempts; retry in {} s",
-                wait.as_secs().max(1)
+                retry_after.as_secs().max(1)
             ),
         )
-        .retry_after(wait)
+        .retry_after(retry_after)
         .response()),
-        Err(Throttled::Mint(MintError::InvalidClient)) => Ok(oauth_error(
+        Err(MintError::InvalidClient) => Ok(oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "invalid client credentials",
         )
         .response()),
-        Err(Throttled::Mint(MintError::NarrowingRefused(why))) => {
+        Err(MintError::NarrowingRefused(why)) => {
             Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &why).response())
         }
-        Err(Throttled::Mint(MintError::Store(e))) => Err(e.into()),
+        Err(MintError::Store(e)) => Err(e.into()),
     }
 }
 

@@ -9,13 +9,14 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use iam_domain::ports::{Adapters, Clock};
-use iam_domain::{CredentialAdmin, SecretHasher, ServiceAccountAdmin, TokenService};
+use iam_domain::{
+    CredentialAdmin, MintThrottle, SecretHasher, ServiceAccountAdmin, ThrottleLimits, TokenService,
+};
 use iam_http::caller::{Authenticator, LivenessCheck};
 use iam_http::client_ip::TrustedProxies;
 use iam_http::jwt::TokenSigner;
 use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
-use iam_http::throttle::{MintThrottle, ThrottleLimits};
 use iam_http::token_endpoints::TokenIssuer;
 use iam_http::{AppState, request_id};
 use iam_postgres::{PgStore, UsageBuffer};
@@ -115,6 +116,11 @@ pub fn build<C: Clock + Clone>(
         hasher,
         ttl,
         config.admin_role.clone(),
+        MintThrottle::new(ThrottleLimits {
+            per_client_and_ip: config.mint_failure_limit,
+            per_ip: config.mint_failure_limit_per_ip,
+            ..ThrottleLimits::default()
+        }),
     );
     let issuer = TokenIssuer::new(
         TokenSigner::new(&key)?,
@@ -129,11 +135,6 @@ pub fn build<C: Clock + Clone>(
         tokens,
         issuer,
         sealer: ResponseSealer::from_pepper(&pepper),
-        throttle: MintThrottle::new(ThrottleLimits {
-            per_client_and_ip: config.mint_failure_limit,
-            per_ip: config.mint_failure_limit_per_ip,
-            ..ThrottleLimits::default()
-        }),
         idempotency: store.clone(),
         readiness: store,
         page_tokens: PageTokenCodec::new(key.derive_secret("iam/page-tokens/v1")),
