@@ -19,7 +19,8 @@ use crate::pagination::{Page, PagePosition, PageRequest};
 use crate::ports::{
     Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, IdempotencyClaim,
     IdempotencyKey, IdempotencyStore, InsertError, RandomnessUnavailable, Readiness,
-    ServiceAccountStore, StoreError, StoredResponse, TokenStore, UpdateOutcome, UsageRecorder,
+    ServiceAccountStore, StoreError, StoredResponse, TokenRef, TokenStore, UpdateOutcome,
+    UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind};
 use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
@@ -51,8 +52,8 @@ pub struct State {
     pub roles: Vec<(OrgId, RoleSlug)>,
     /// Simulates a race lost between read and write: the next update returns this.
     pub next_update: Option<UpdateOutcome>,
-    /// Revoked token ids.
-    pub revoked: Vec<String>,
+    /// Revoked tokens: (issuer, jti, until).
+    pub revoked: Vec<(String, String, OffsetDateTime)>,
     /// Recorded uses: (credential uid, at, ip).
     pub uses: Vec<(Uuid, OffsetDateTime, Option<std::net::IpAddr>)>,
     /// Credential lookups of token mints (`find_for_mint` calls): the queries a mint issues.
@@ -380,12 +381,15 @@ impl CredentialStore for Memory {
 impl TokenStore for Memory {
     fn is_live(
         &self,
-        token_id: &str,
+        token: TokenRef<'_>,
         service_account: Option<(&ClientId, &CredentialId)>,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let state = self.state();
-        let revoked = state.revoked.iter().any(|j| j == token_id);
+        let revoked = state
+            .revoked
+            .iter()
+            .any(|(issuer, id, _)| issuer == token.issuer && id == token.id);
         let account_ok = service_account.is_none_or(|(client_id, id)| {
             state.accounts.iter().any(|a| {
                 a.client_id == *client_id
@@ -401,10 +405,12 @@ impl TokenStore for Memory {
     fn revoke(
         &self,
         _tenant: &OrgId,
-        token_id: &str,
-        _expires_at: OffsetDateTime,
+        token: TokenRef<'_>,
+        expires_at: OffsetDateTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.state().revoked.push(token_id.to_owned());
+        self.state()
+            .revoked
+            .push((token.issuer.to_owned(), token.id.to_owned(), expires_at));
         ready(Ok(()))
     }
 }

@@ -271,22 +271,32 @@ pub trait CredentialStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
-/// Revoked token ids and the liveness of tokens.
+/// A token as revocation names it: its issuer (`iss`) and its id there (`jti`). Issuers pick
+/// their ids independently, so the id alone does not name one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRef<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `jti`.
+    pub id: &'a str,
+}
+
+/// Revoked tokens and the liveness of tokens.
 pub trait TokenStore: Send + Sync + 'static {
-    /// Whether a token is live at `now`: `token_id` is not revoked and, when
-    /// `service_account` names a client id and credential, that credential exists with
-    /// `expires_at > now` and belongs to that account, which is active. One round trip.
+    /// Whether a token is live at `now`: `token` is not revoked and, when `service_account`
+    /// names a client id and credential, that credential exists with `expires_at > now` and
+    /// belongs to that account, which is active. One round trip.
     ///
     /// # Errors
     /// [`StoreError`] only for backend failures.
     fn is_live(
         &self,
-        token_id: &str,
+        token: TokenRef<'_>,
         service_account: Option<(&ClientId, &CredentialId)>,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Records `token_id` of `tenant` as revoked until `expires_at` (after which the token is
+    /// Records `token` of `tenant` as revoked until `expires_at` (after which the token is
     /// dead anyway and the record may be purged). Revoking twice is not an error.
     ///
     /// # Errors
@@ -294,7 +304,7 @@ pub trait TokenStore: Send + Sync + 'static {
     fn revoke(
         &self,
         tenant: &OrgId,
-        token_id: &str,
+        token: TokenRef<'_>,
         expires_at: OffsetDateTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -18,7 +18,8 @@ use time::{Duration, OffsetDateTime};
 use crate::client_secret::{ClientSecret, SecretHasher};
 use crate::credential::CredentialStatus;
 use crate::ports::{
-    Adapters, Clock, CredentialStore, Directory, IdGenerator, StoreError, TokenStore, UsageRecorder,
+    Adapters, Clock, CredentialStore, Directory, IdGenerator, StoreError, TokenRef, TokenStore,
+    UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind};
 use crate::resource_id::{CredentialId, OrgId, ProjectId};
@@ -302,16 +303,17 @@ impl<A: Adapters> TokenService<A> {
         };
         self.tokens
             .is_live(
-                &principal.token_id,
+                token_ref(principal),
                 service_account.as_ref().map(|(c, id)| (c, id)),
                 self.clock.now_micros(),
             )
             .await
     }
 
-    /// Revokes the token `target` (already verified) on behalf of `caller`: allowed for the
-    /// caller's own tokens and, for a tenant admin, any token of the tenant. Anything else is
-    /// silently ignored (the endpoint always answers the same).
+    /// Revokes the token `target` (already verified; its `exp` claim is `target_exp`) on
+    /// behalf of `caller`: allowed for the caller's own tokens and, for a tenant admin, any
+    /// token of the tenant. Anything else is silently ignored (the endpoint always answers
+    /// the same). The revocation is kept until the token expires ([`revocation_expiry`]).
     ///
     /// # Errors
     /// [`StoreError`] when storage fails.
@@ -319,7 +321,7 @@ impl<A: Adapters> TokenService<A> {
         &self,
         caller: &Principal,
         target: &Principal,
-        target_expires_at: OffsetDateTime,
+        target_exp: i64,
     ) -> Result<(), StoreError> {
         let same_tenant = caller.tenant == target.tenant;
         let own = same_tenant
@@ -330,9 +332,34 @@ impl<A: Adapters> TokenService<A> {
             return Ok(());
         }
         self.tokens
-            .revoke(&target.tenant, &target.token_id, target_expires_at)
+            .revoke(
+                &target.tenant,
+                token_ref(target),
+                revocation_expiry(target_exp),
+            )
             .await
     }
+}
+
+/// What revocation calls `principal`'s token.
+fn token_ref(principal: &Principal) -> TokenRef<'_> {
+    TokenRef {
+        issuer: &principal.issuer,
+        id: &principal.token_id,
+    }
+}
+
+/// How long to keep the revocation of a token whose `exp` claim is `exp` (seconds since the
+/// epoch): until that instant, which may be any `i64`. An `exp` beyond what a timestamp can
+/// hold (past the year 9999) keeps it until the latest representable instant — never wrapping
+/// to an early date that would purge the revocation while the token still verifies. One before
+/// the earliest representable instant is already dead.
+pub fn revocation_expiry(exp: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(exp).unwrap_or(if exp > 0 {
+        time::PrimitiveDateTime::MAX.assume_utc()
+    } else {
+        time::PrimitiveDateTime::MIN.assume_utc()
+    })
 }
 
 #[cfg(test)]
@@ -545,6 +572,36 @@ mod tests {
     }
 
     #[test]
+    fn revocations_name_the_issuer_and_never_expire_before_the_token() {
+        let w = world();
+        let grant = mint(&w, "sa-ci@acme.iam", &w.secret, &Narrowing::default()).unwrap();
+        let ours = sa_principal(&grant);
+        // An external user token that happens to carry the same jti.
+        let mut theirs = admin();
+        theirs.issuer = "https://idp.test".into();
+        theirs.token_id = ours.token_id.clone();
+        block_on(w.tokens.revoke(&admin(), &theirs, 1_900_000_000)).unwrap();
+        assert!(!block_on(w.tokens.is_live(&theirs)).unwrap());
+        assert!(
+            block_on(w.tokens.is_live(&ours)).unwrap(),
+            "the same jti of another issuer is another token"
+        );
+
+        // Kept until exp, whatever exp is: far beyond the year 9999 saturates, never wraps.
+        for (exp, kept_until) in [
+            (1_900_000_000, datetime!(2030-03-17 17:46:40 UTC)),
+            (253_402_300_800, time::PrimitiveDateTime::MAX.assume_utc()),
+            (i64::MAX, time::PrimitiveDateTime::MAX.assume_utc()),
+            (i64::MIN, time::PrimitiveDateTime::MIN.assume_utc()),
+        ] {
+            assert_eq!(revocation_expiry(exp), kept_until, "{exp}");
+        }
+        block_on(w.tokens.revoke(&ours, &ours, i64::MAX)).unwrap();
+        let until = w.memory.state().revoked.last().unwrap().2;
+        assert_eq!(until.year(), 9999);
+    }
+
+    #[test]
     fn a_throttled_caller_is_refused_before_any_lookup_even_with_the_right_secret() {
         let w = world();
         let none = Narrowing::default();
@@ -670,9 +727,17 @@ mod tests {
 
         // Someone else's token cannot be revoked by a non-admin; one's own can.
         let stranger = principal("org-acme", &["compute.deployer"]);
-        block_on(w.tokens.revoke(&stranger, &token, grant.expires_at)).unwrap();
+        block_on(
+            w.tokens
+                .revoke(&stranger, &token, grant.expires_at.unix_timestamp()),
+        )
+        .unwrap();
         assert!(block_on(w.tokens.is_live(&token)).unwrap());
-        block_on(w.tokens.revoke(&token, &token, grant.expires_at)).unwrap();
+        block_on(
+            w.tokens
+                .revoke(&token, &token, grant.expires_at.unix_timestamp()),
+        )
+        .unwrap();
         assert!(!block_on(w.tokens.is_live(&token)).unwrap(), "revoked");
 
         let second =

@@ -2,8 +2,11 @@
 //! verification of every API caller's bearer token.
 //!
 //! Trusted signers are this service's own keys and, optionally, an external issuer's JWKS.
-//! Each trusted key is bound to the issuer it may sign for. `exp` and `nbf` are checked against
-//! the injected clock (not the ambient one) with at most 60 s of skew.
+//! Each trusted key is bound to the issuer it may sign for. `exp`, `nbf` and `iat` are checked
+//! against the injected clock (not the ambient one) with at most 60 s of skew: a token issued
+//! in the future is refused like one not yet valid. `principal_type: service_account` is
+//! reserved for this service's own tokens (only it can vouch that the credential behind one
+//! exists); an external issuer's token claiming it is refused.
 
 use std::collections::HashMap;
 
@@ -266,6 +269,8 @@ impl TokenSigner {
 struct TrustedKey {
     key: DecodingKey,
     issuer: String,
+    /// One of this service's keys (else an external issuer's).
+    own: bool,
 }
 
 /// Why a token was refused. Callers see one uniform 401; this is for logs.
@@ -286,6 +291,9 @@ pub enum TokenError {
     /// `nbf` is in the future (beyond the leeway).
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
     /// The claims do not describe a principal of this service.
     #[error("unusable claims: {0}")]
     BadClaims(&'static str),
@@ -313,6 +321,7 @@ impl TokenVerifier {
             TrustedKey {
                 key: key.decoding_key(),
                 issuer: issuer.to_owned(),
+                own: true,
             },
         );
     }
@@ -375,6 +384,7 @@ impl TokenVerifier {
                 TrustedKey {
                     key: DecodingKey::from_ed_der(&x),
                     issuer: issuer.to_owned(),
+                    own: false,
                 },
             );
             added += 1;
@@ -416,13 +426,19 @@ impl TokenVerifier {
         if now >= claims.exp.saturating_add(LEEWAY_SECONDS) {
             return Err(TokenError::Expired);
         }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECONDS))
-        {
+        let latest = now.saturating_add(LEEWAY_SECONDS);
+        if claims.nbf.is_some_and(|nbf| nbf > latest) {
             return Err(TokenError::NotYetValid);
         }
+        if claims.iat > latest {
+            return Err(TokenError::IssuedInFuture);
+        }
         let principal = principal_from(&claims)?;
+        if !trusted.own && principal.kind == PrincipalKind::ServiceAccount {
+            return Err(TokenError::BadClaims(
+                "principal_type service_account from an external issuer",
+            ));
+        }
         Ok((claims, principal))
     }
 }
@@ -619,6 +635,51 @@ mod tests {
                 TokenError::BadClaims("sub")
             );
         }
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused_beyond_the_leeway() {
+        let (key, verifier) = setup();
+        let signer = TokenSigner::new(&key).unwrap();
+        let mut early = claims(now().unix_timestamp() + 3600);
+        early.iat = now().unix_timestamp() + 60;
+        assert!(
+            verifier
+                .verify(&signer.sign(&early).unwrap(), now())
+                .is_ok()
+        );
+        early.iat += 1;
+        assert_eq!(
+            verifier
+                .verify(&signer.sign(&early).unwrap(), now())
+                .unwrap_err(),
+            TokenError::IssuedInFuture
+        );
+    }
+
+    #[test]
+    fn only_own_keys_may_vouch_for_service_account_tokens() {
+        let external = Ed25519Key::generate().unwrap();
+        let jwks = serde_json::json!({ "keys": [external.public_jwk()] }).to_string();
+        let (own, mut verifier) = setup();
+        verifier.trust_jwks(&jwks, "https://idp.test").unwrap();
+        let mut sa = claims(now().unix_timestamp() + 60);
+        sa.principal_type = "service_account".into();
+        sa.credential_id = Some("cred-abc".into());
+        let ours = TokenSigner::new(&own).unwrap().sign(&sa).unwrap();
+        assert!(verifier.verify(&ours, now()).is_ok());
+        sa.iss = "https://idp.test".into();
+        let theirs = TokenSigner::new(&external).unwrap().sign(&sa).unwrap();
+        assert!(matches!(
+            verifier.verify(&theirs, now()),
+            Err(TokenError::BadClaims(_))
+        ));
+        sa.principal_type = "user".into();
+        let user = TokenSigner::new(&external).unwrap().sign(&sa).unwrap();
+        assert!(
+            verifier.verify(&user, now()).is_ok(),
+            "their users are fine"
+        );
     }
 
     #[test]

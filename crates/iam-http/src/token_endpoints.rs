@@ -497,9 +497,7 @@ pub async fn revoke<A: Adapters>(
     let bytes = body::read(payload).await?;
     let token = token_field(&req, &bytes)?;
     if let Ok((claims, target)) = authenticator.verify(&token) {
-        let expires_at = time::OffsetDateTime::from_unix_timestamp(claims.exp)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        state.tokens.revoke(&caller, &target, expires_at).await?;
+        state.tokens.revoke(&caller, &target, claims.exp).await?;
     }
     Ok(HttpResponse::Ok().json(json!({ "revoked": true })))
 }

@@ -65,11 +65,12 @@ diesel::table! {
 }
 
 diesel::table! {
-    revoked_tokens (jti) {
+    revoked_tokens (jti, issuer) {
         jti -> Text,
         org_id -> Text,
         expires_at -> Timestamptz,
         revoked_at -> Timestamptz,
+        issuer -> Text,
     }
 }
 

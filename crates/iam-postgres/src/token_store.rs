@@ -2,21 +2,24 @@
 //! `credentials` joined with `service_accounts`).
 //!
 //! - `is_live` is one statement, whatever the token:
-//!   `SELECT NOT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1)` for a user token, and
+//!   `SELECT NOT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1 AND issuer = ANY($2))`
+//!   for a user token (`$2` is the token's issuer and `''`, which marks revocations recorded
+//!   before they named their issuer: see the migration `revocations_by_issuer`), and
 //!   for a service-account token additionally `AND EXISTS (SELECT 1 FROM credentials INNER
 //!   JOIN service_accounts ON … WHERE client_id = $2 AND credentials.id = $3 AND
 //!   credentials.org_id = service_accounts.org_id AND expires_at > $4 AND status = 'active')`.
-//!   Both are cacheable prepared statements; the revocation check is a primary-key probe, the
-//!   credential check two unique-index probes (the lookup of a mint).
-//! - `revoke` is one `INSERT … ON CONFLICT (jti) DO NOTHING`: revoking twice is not an error
-//!   and keeps the first record.
+//!   Both are cacheable prepared statements; the revocation check is one short range of the
+//!   primary key `(jti, issuer)`, the credential check two unique-index probes (the lookup of
+//!   a mint).
+//! - `revoke` is one `INSERT … ON CONFLICT (jti, issuer) DO NOTHING`: revoking twice is not an
+//!   error and keeps the first record.
 //! - [`PgStore::purge_expired_revocations`] deletes the records of tokens that expired (a
 //!   range scan of `revoked_tokens_expires_at_idx`).
 
 use diesel::dsl::{exists, not};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use iam_domain::ports::{StoreError, TokenStore};
+use iam_domain::ports::{StoreError, TokenRef, TokenStore};
 use iam_domain::resource_id::{CredentialId, OrgId};
 use iam_domain::service_account::{ClientId, ServiceAccountStatus};
 use time::OffsetDateTime;
@@ -26,16 +29,18 @@ use crate::error::DbError;
 use crate::schema::{credentials, revoked_tokens, service_accounts};
 use crate::store::PgStore;
 
-/// `NOT EXISTS (SELECT jti FROM revoked_tokens WHERE jti = $1)`.
+/// The issuer of revocations recorded before revocations named their issuer; they apply to
+/// their `jti` from every issuer.
+const LEGACY_ISSUER: &str = "";
+
+/// `NOT EXISTS (SELECT jti FROM revoked_tokens WHERE jti = $1 AND issuer = ANY($2))`, with
+/// `$2` = `[issuer, LEGACY_ISSUER]`.
 #[diesel::dsl::auto_type]
-#[expect(
-    clippy::elidable_lifetime_names,
-    reason = "the generated type alias `not_revoked<'a>` needs the named lifetime"
-)]
-fn not_revoked<'a>(jti: &'a str) -> _ {
+fn not_revoked<'a>(jti: &'a str, issuers: [&'a str; 2]) -> _ {
     not(exists(
         revoked_tokens::table
             .filter(revoked_tokens::jti.eq(jti))
+            .filter(revoked_tokens::issuer.eq_any(issuers))
             .select(revoked_tokens::jti),
     ))
 }
@@ -60,20 +65,20 @@ fn credential_live<'a>(
 
 /// The `SELECT` of `is_live` for a user token.
 #[diesel::dsl::auto_type]
-fn user_token_live<'a>(jti: &'a str) -> _ {
-    let not_revoked: not_revoked<'a> = not_revoked(jti);
+fn user_token_live<'a>(token: TokenRef<'a>) -> _ {
+    let not_revoked: not_revoked<'a> = not_revoked(token.id, [token.issuer, LEGACY_ISSUER]);
     diesel::dsl::select(not_revoked)
 }
 
 /// The `SELECT` of `is_live` for a service-account token.
 #[diesel::dsl::auto_type]
 fn service_account_token_live<'a>(
-    jti: &'a str,
+    token: TokenRef<'a>,
     client_id: &'a str,
     id: &'a str,
     now: OffsetDateTime,
 ) -> _ {
-    let not_revoked: not_revoked<'a> = not_revoked(jti);
+    let not_revoked: not_revoked<'a> = not_revoked(token.id, [token.issuer, LEGACY_ISSUER]);
     let credential_live: credential_live<'a> =
         credential_live(client_id, id, now, ServiceAccountStatus::Active.as_str());
     diesel::dsl::select(not_revoked.and(credential_live))
@@ -84,6 +89,7 @@ fn service_account_token_live<'a>(
 #[diesel(table_name = revoked_tokens, check_for_backend(diesel::pg::Pg))]
 struct NewRevocation<'a> {
     jti: &'a str,
+    issuer: &'a str,
     org_id: &'a str,
     expires_at: OffsetDateTime,
 }
@@ -112,12 +118,12 @@ impl PgStore {
     #[cfg(feature = "test-support")]
     pub async fn explain_is_live(
         &self,
-        token_id: &str,
+        token: TokenRef<'_>,
         client_id: &ClientId,
         id: &CredentialId,
         now: OffsetDateTime,
     ) -> Result<Vec<String>, StoreError> {
-        let query = service_account_token_live(token_id, client_id.as_str(), id.as_str(), now);
+        let query = service_account_token_live(token, client_id.as_str(), id.as_str(), now);
         let mut conn = self.conn().await?;
         Ok(crate::test_support::Explain(query)
             .load::<String>(&mut conn)
@@ -129,19 +135,15 @@ impl PgStore {
 impl TokenStore for PgStore {
     async fn is_live(
         &self,
-        token_id: &str,
+        token: TokenRef<'_>,
         service_account: Option<(&ClientId, &CredentialId)>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let live = match service_account {
-            None => {
-                user_token_live(token_id)
-                    .get_result::<bool>(&mut conn)
-                    .await
-            }
+            None => user_token_live(token).get_result::<bool>(&mut conn).await,
             Some((client_id, id)) => {
-                service_account_token_live(token_id, client_id.as_str(), id.as_str(), now)
+                service_account_token_live(token, client_id.as_str(), id.as_str(), now)
                     .get_result::<bool>(&mut conn)
                     .await
             }
@@ -152,17 +154,18 @@ impl TokenStore for PgStore {
     async fn revoke(
         &self,
         tenant: &OrgId,
-        token_id: &str,
+        token: TokenRef<'_>,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         diesel::insert_into(revoked_tokens::table)
             .values(NewRevocation {
-                jti: token_id,
+                jti: token.id,
+                issuer: token.issuer,
                 org_id: tenant.as_str(),
                 expires_at,
             })
-            .on_conflict(revoked_tokens::jti)
+            .on_conflict((revoked_tokens::jti, revoked_tokens::issuer))
             .do_nothing()
             .execute(&mut conn)
             .await
@@ -185,34 +188,42 @@ mod tests {
 
     #[test]
     fn both_liveness_checks_are_single_cacheable_statements() {
-        let user = user_token_live("jti-1");
+        let token = TokenRef {
+            issuer: "https://iam.test",
+            id: "jti-1",
+        };
+        let user = user_token_live(token);
         let sql = diesel::debug_query::<Pg, _>(&user).to_string();
         assert!(
             sql.starts_with(
                 "SELECT  NOT (EXISTS (SELECT \"revoked_tokens\".\"jti\" FROM \"revoked_tokens\" "
-            ) && sql.contains("WHERE (\"revoked_tokens\".\"jti\" = $1)"),
+            ) && sql.contains(
+                "WHERE ((\"revoked_tokens\".\"jti\" = $1) AND (\"revoked_tokens\".\"issuer\" = ANY($2)))"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("binds: [\"jti-1\", [\"https://iam.test\", \"\"]]"),
             "{sql}"
         );
         assert!(cacheable(&user), "{sql}");
 
         let now = datetime!(2026-11-28 00:00 UTC);
-        let sa = service_account_token_live("jti-1", "sa-ci@org-acme.iam", "cred-a", now);
+        let sa = service_account_token_live(token, "sa-ci@org-acme.iam", "cred-a", now);
         let sql = diesel::debug_query::<Pg, _>(&sa).to_string();
         for part in [
             "SELECT ( NOT (EXISTS (SELECT \"revoked_tokens\".\"jti\" FROM",
+            "(\"revoked_tokens\".\"issuer\" = ANY($2))",
             " AND EXISTS (SELECT \"credentials\".\"uid\" FROM (\"credentials\" INNER JOIN",
-            "(\"service_accounts\".\"client_id\" = $2)",
-            "(\"credentials\".\"id\" = $3)",
+            "(\"service_accounts\".\"client_id\" = $3)",
+            "(\"credentials\".\"id\" = $4)",
             "(\"credentials\".\"org_id\" = \"service_accounts\".\"org_id\")",
-            "(\"credentials\".\"expires_at\" > $4)",
-            "(\"service_accounts\".\"status\" = $5)",
+            "(\"credentials\".\"expires_at\" > $5)",
+            "(\"service_accounts\".\"status\" = $6)",
         ] {
             assert!(sql.contains(part), "{part} not in {sql}");
         }
-        assert!(
-            sql.contains("binds: [\"jti-1\", \"sa-ci@org-acme.iam\", \"cred-a\""),
-            "{sql}"
-        );
+        assert!(sql.contains("\"sa-ci@org-acme.iam\", \"cred-a\""), "{sql}");
         assert!(sql.contains("\"active\"]"), "{sql}");
         assert!(cacheable(&sa), "{sql}");
     }

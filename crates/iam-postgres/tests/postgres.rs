@@ -1783,7 +1783,7 @@ mod tokens {
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
     use iam_domain::credential::Credential;
-    use iam_domain::ports::{CapOutcome, CredentialStore, TokenStore};
+    use iam_domain::ports::{CapOutcome, CredentialStore, TokenRef, TokenStore};
 
     use super::credentials::{
         CAP, cred_id, credential, delete_credential, insert_credential, seed_many_credentials,
@@ -1819,15 +1819,35 @@ mod tokens {
         store.find_for_mint(client_id, &cred_id(id)).await.unwrap()
     }
 
+    /// The issuer of the tokens these tests revoke.
+    const ISSUER: &str = "https://iam.test";
+
+    /// Token `jti` of [`ISSUER`].
+    fn ours(jti: &str) -> TokenRef<'_> {
+        TokenRef {
+            issuer: ISSUER,
+            id: jti,
+        }
+    }
+
     async fn live(
         store: &PgStore,
         jti: &str,
         service_account: Option<(&ClientId, &str)>,
         now: OffsetDateTime,
     ) -> bool {
+        live_from(store, ours(jti), service_account, now).await
+    }
+
+    async fn live_from(
+        store: &PgStore,
+        token: TokenRef<'_>,
+        service_account: Option<(&ClientId, &str)>,
+        now: OffsetDateTime,
+    ) -> bool {
         let service_account = service_account.map(|(client, id)| (client, cred_id(id)));
         store
-            .is_live(jti, service_account.as_ref().map(|(c, id)| (*c, id)), now)
+            .is_live(token, service_account.as_ref().map(|(c, id)| (*c, id)), now)
             .await
             .unwrap()
     }
@@ -1906,8 +1926,9 @@ mod tokens {
         let mut conn = db.connection().await;
         seed_many_credentials(&mut conn).await;
         conn.batch_execute(
-            "INSERT INTO revoked_tokens (jti, org_id, expires_at) \
-             SELECT gen_random_uuid()::text, 'org-acme', now() + interval '15 minutes' \
+            "INSERT INTO revoked_tokens (jti, issuer, org_id, expires_at) \
+             SELECT gen_random_uuid()::text, 'https://iam.test', 'org-acme', \
+                    now() + interval '15 minutes' \
              FROM generate_series(1, 5000); \
              ANALYZE revoked_tokens",
         )
@@ -1927,7 +1948,7 @@ mod tokens {
         assert!(!plan.contains("Seq Scan"), "{plan}");
 
         let plan = store
-            .explain_is_live("jti-1", &sa.client_id, &cred_id("cred-many-77"), t0())
+            .explain_is_live(ours("jti-1"), &sa.client_id, &cred_id("cred-many-77"), t0())
             .await
             .unwrap()
             .join("\n");
@@ -1951,7 +1972,7 @@ mod tokens {
         assert_eq!(statements.take(), 1);
 
         store
-            .revoke(&org_id(ACME), "jti-1", tomorrow())
+            .revoke(&org_id(ACME), ours("jti-1"), tomorrow())
             .await
             .unwrap();
         assert_eq!(statements.take(), 1);
@@ -2037,7 +2058,7 @@ mod tokens {
 
         // A revoked jti, with a perfectly live credential.
         store
-            .revoke(&org_id(ACME), "jti-1", tomorrow())
+            .revoke(&org_id(ACME), ours("jti-1"), tomorrow())
             .await
             .unwrap();
         assert!(!live(&store, "jti-1", Some((&sa.client_id, "cred-a")), now).await);
@@ -2047,6 +2068,7 @@ mod tokens {
     #[derive(Debug, PartialEq, Eq, Queryable)]
     struct Revocation {
         jti: String,
+        issuer: String,
         org_id: String,
         expires_at: OffsetDateTime,
     }
@@ -2054,8 +2076,8 @@ mod tokens {
     async fn revocations(db: &TestDatabase) -> Vec<Revocation> {
         use diesel::sql_types::{Text, Timestamptz};
         let mut conn = db.connection().await;
-        diesel::dsl::sql::<(Text, Text, Timestamptz)>(
-            "SELECT jti, org_id, expires_at FROM revoked_tokens ORDER BY jti",
+        diesel::dsl::sql::<(Text, Text, Text, Timestamptz)>(
+            "SELECT jti, issuer, org_id, expires_at FROM revoked_tokens ORDER BY jti, issuer",
         )
         .load::<Revocation>(&mut conn)
         .await
@@ -2066,17 +2088,22 @@ mod tokens {
     async fn revoking_twice_keeps_one_record_and_is_not_an_error() {
         let (db, store) = seeded().await;
         store
-            .revoke(&org_id(ACME), "jti-1", tomorrow())
+            .revoke(&org_id(ACME), ours("jti-1"), tomorrow())
             .await
             .unwrap();
         store
-            .revoke(&org_id(ACME), "jti-1", tomorrow() + Duration::hours(1))
+            .revoke(
+                &org_id(ACME),
+                ours("jti-1"),
+                tomorrow() + Duration::hours(1),
+            )
             .await
             .unwrap();
         assert_eq!(
             revocations(&db).await,
             [Revocation {
                 jti: "jti-1".into(),
+                issuer: ISSUER.into(),
                 org_id: ACME.into(),
                 expires_at: tomorrow(),
             }]
@@ -2093,7 +2120,10 @@ mod tokens {
             ("jti-at-now", now),
             ("jti-later", now + Duration::minutes(15)),
         ] {
-            store.revoke(&org_id(ACME), jti, expires_at).await.unwrap();
+            store
+                .revoke(&org_id(ACME), ours(jti), expires_at)
+                .await
+                .unwrap();
         }
         assert_eq!(store.purge_expired_revocations(now).await.unwrap(), 1);
         assert_eq!(store.purge_expired_revocations(now).await.unwrap(), 0);
@@ -2101,6 +2131,61 @@ mod tokens {
         assert_eq!(left, ["jti-at-now", "jti-later"]);
         assert!(!live(&store, "jti-at-now", None, now).await);
         assert!(!live(&store, "jti-later", None, now).await);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_names_its_issuer_and_legacy_ones_apply_to_every_issuer() {
+        let (db, store) = seeded().await;
+        let external = TokenRef {
+            issuer: "https://idp.test",
+            id: "jti-shared",
+        };
+        store
+            .revoke(&org_id(ACME), external, tomorrow())
+            .await
+            .unwrap();
+        assert!(!live_from(&store, external, None, t0()).await);
+        assert!(
+            live(&store, "jti-shared", None, t0()).await,
+            "our token with the same jti is another token"
+        );
+        // Both issuers' tokens of one jti can be revoked side by side.
+        store
+            .revoke(&org_id(ACME), ours("jti-shared"), tomorrow())
+            .await
+            .unwrap();
+        assert!(!live(&store, "jti-shared", None, t0()).await);
+        assert_eq!(revocations(&db).await.len(), 2);
+
+        // A row recorded before revocations named their issuer (issuer '') still applies.
+        let mut conn = db.connection().await;
+        diesel::sql_query(
+            "INSERT INTO revoked_tokens (jti, issuer, org_id, expires_at) \
+             VALUES ('jti-legacy', '', 'org-acme', now() + interval '1 day')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        assert!(!live(&store, "jti-legacy", None, t0()).await);
+        let legacy_elsewhere = TokenRef {
+            issuer: "https://idp.test",
+            id: "jti-legacy",
+        };
+        assert!(!live_from(&store, legacy_elsewhere, None, t0()).await);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_of_a_token_expiring_after_the_year_9999_is_never_purged_early() {
+        let (db, store) = seeded().await;
+        let far = iam_domain::token_service::revocation_expiry(i64::MAX);
+        store
+            .revoke(&org_id(ACME), ours("jti-forever"), far)
+            .await
+            .unwrap();
+        let stored = revocations(&db).await;
+        assert_eq!(stored[0].expires_at.year(), 9999);
+        assert_eq!(store.purge_expired_revocations(t0()).await.unwrap(), 0);
+        assert!(!live(&store, "jti-forever", None, t0()).await);
     }
 }
 

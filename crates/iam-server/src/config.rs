@@ -140,6 +140,11 @@ where
         .collect()
 }
 
+/// Whether two issuer identifiers name the same issuer (a trailing `/` does not make another).
+fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
 impl Config {
     /// Reads the configuration through `env` (normally `std::env::var`).
     ///
@@ -229,6 +234,15 @@ impl Config {
         if config.db_max_connections == 0 {
             bail!("IAM_DB_MAX_CONNECTIONS must be at least 1");
         }
+        if let Some(external) = &config.external_issuer
+            && same_issuer(&external.issuer, &config.issuer)
+        {
+            bail!(
+                "IAM_EXTERNAL_ISSUER={:?} is this service's own issuer (IAM_ISSUER): an external \
+                 key could then sign as this service; give the external issuer its own URL",
+                external.issuer
+            );
+        }
         Ok(config)
     }
 
@@ -290,6 +304,36 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn an_external_issuer_equal_to_our_own_is_refused() {
+        for external in ["https://iam.example", "https://iam.example/"] {
+            let err = config(&[
+                ("IAM_ISSUER", "https://iam.example"),
+                ("IAM_EXTERNAL_ISSUER", external),
+                ("IAM_EXTERNAL_JWKS_FILE", "/jwks.json"),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("IAM_EXTERNAL_ISSUER"), "{err}");
+        }
+        // The default issuer is the public URL: the same rule holds for it.
+        let err = config(&[
+            ("IAM_PUBLIC_URL", "https://iam.example"),
+            ("IAM_EXTERNAL_ISSUER", "https://iam.example"),
+            ("IAM_EXTERNAL_JWKS_FILE", "/jwks.json"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("own issuer"), "{err}");
+        assert!(
+            config(&[
+                ("IAM_ISSUER", "https://iam.example"),
+                ("IAM_EXTERNAL_ISSUER", "https://idp.example"),
+                ("IAM_EXTERNAL_JWKS_FILE", "/jwks.json"),
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

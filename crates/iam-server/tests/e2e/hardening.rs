@@ -6,6 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use iam_domain::ports::Clock as _;
+use iam_http::jwt::Ed25519Key;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use time::Duration;
@@ -375,4 +376,123 @@ async fn every_route_answers_unserved_methods_with_405_and_allow() {
         .unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.text().await.unwrap(), "");
+}
+
+/// A server trusting an external issuer `https://idp.example` whose key is returned.
+async fn with_external_issuer() -> (TestServer, Ed25519Key, std::path::PathBuf) {
+    let external = Ed25519Key::generate().unwrap();
+    let dir = std::env::temp_dir().join(format!("iam-jwks-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [external.public_jwk()]}).to_string()).unwrap();
+    let server = TestServer::start_with(&[
+        ("IAM_EXTERNAL_ISSUER", "https://idp.example"),
+        ("IAM_EXTERNAL_JWKS_FILE", jwks.to_str().unwrap()),
+    ])
+    .await;
+    (server, external, dir)
+}
+
+async fn status_with(server: &TestServer, token: &str) -> StatusCode {
+    server.get(BASE, token).await.status
+}
+
+#[tokio::test]
+async fn external_tokens_cannot_claim_to_be_service_accounts_or_come_from_the_future() {
+    let (server, external, dir) = with_external_issuer().await;
+    let mut claims = server.admin_claims();
+    claims.iss = "https://idp.example".into();
+    let user = server.sign(&claims, Some(&external));
+    assert_eq!(status_with(&server, &user).await, StatusCode::OK);
+
+    // principal_type service_account is this service's own to vouch for.
+    let mut sa = claims.clone();
+    sa.principal_type = "service_account".into();
+    sa.credential_id = Some("cred-abcdefghijklmnop".into());
+    let forged = server.sign(&sa, Some(&external));
+    let refused = server.get(BASE, &forged).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
+    );
+
+    // iat more than the 60 s skew ahead, from either issuer.
+    let now = server.clock.now().unix_timestamp();
+    for key in [Some(&external), None] {
+        let mut future = if key.is_some() {
+            claims.clone()
+        } else {
+            server.admin_claims()
+        };
+        future.iat = now + 61;
+        future.exp = now + 900;
+        assert_eq!(
+            status_with(&server, &server.sign(&future, key)).await,
+            StatusCode::UNAUTHORIZED
+        );
+        future.iat = now + 60;
+        assert_eq!(
+            status_with(&server, &server.sign(&future, key)).await,
+            StatusCode::OK,
+            "within the skew"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_revocation_names_the_issuer_and_outlives_any_exp() {
+    let (server, external, dir) = with_external_issuer().await;
+    let revoke = |token: String| {
+        let server = &server;
+        async move {
+            let r = server
+                .call(
+                    Method::POST,
+                    "/v1/regions/global/auth/revoke",
+                    Some(&token),
+                    Some(&json!({"token": token})),
+                    &[],
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+    };
+    // Two issuers' tokens that share a jti are two tokens.
+    let mut theirs = server.admin_claims();
+    theirs.iss = "https://idp.example".into();
+    theirs.jti = "shared-jti".into();
+    let mut ours = server.admin_claims();
+    ours.jti = "shared-jti".into();
+    let (theirs, ours) = (
+        server.sign(&theirs, Some(&external)),
+        server.sign(&ours, None),
+    );
+    revoke(theirs.clone()).await;
+    assert_eq!(
+        status_with(&server, &theirs).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status_with(&server, &ours).await, StatusCode::OK);
+
+    // exp after the year 9999: the revocation is kept (not wrapped to 1970 and purged).
+    let mut forever = server.admin_claims();
+    forever.exp = 253_402_300_800 + 86_400;
+    let forever = server.sign(&forever, None);
+    assert_eq!(status_with(&server, &forever).await, StatusCode::OK);
+    revoke(forever.clone()).await;
+    // A purge as late as the year 9999 drops only the 15-minute token's revocation.
+    let purged = server
+        .db
+        .store()
+        .purge_expired_revocations(time::macros::datetime!(9999-12-31 00:00 UTC))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(
+        status_with(&server, &forever).await,
+        StatusCode::UNAUTHORIZED
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use iam_domain::ports::Clock;
 use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope};
-use iam_http::jwt::Ed25519Key;
+use iam_http::jwt::{AccessClaims, Audience, Ed25519Key, TokenSigner};
 use iam_postgres::test_support::TestDatabase;
 use iam_server::config::Config;
 use iam_server::token::{MintRequest, mint};
@@ -206,6 +206,35 @@ impl TestServer {
             kind: PrincipalKind::User,
         };
         mint(&self.config, key, &request, self.clock.now()).unwrap()
+    }
+
+    /// Claims as `token mint` would put them in an admin token issued now (for tests that
+    /// then edit them).
+    pub fn admin_claims(&self) -> AccessClaims {
+        let now = self.clock.now().unix_timestamp();
+        AccessClaims {
+            sub: "alice@acme.example".into(),
+            iss: self.config.issuer.clone(),
+            aud: Audience::One(self.config.audience.clone()),
+            exp: now + 900,
+            iat: now,
+            nbf: None,
+            jti: uuid::Uuid::new_v4().to_string(),
+            tenant_id: "org-acme".into(),
+            scope: "organization".into(),
+            scope_id: "org-acme".into(),
+            roles: vec!["admin".into()],
+            principal_type: "user".into(),
+            credential_id: None,
+        }
+    }
+
+    /// `claims` signed with the server's key (or `key`).
+    pub fn sign(&self, claims: &AccessClaims, key: Option<&Ed25519Key>) -> String {
+        TokenSigner::new(key.unwrap_or(&self.key))
+            .unwrap()
+            .sign(claims)
+            .unwrap()
     }
 
     /// An admin of org-acme holding every role of its catalog.
