@@ -17,8 +17,8 @@ use crate::client_secret::{ClientSecret, SecretHasher};
 use crate::credential::{Credential, CredentialFilter};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
-    Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, ServiceAccountStore,
-    StoreError, to_storage_precision,
+    Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, Recorder,
+    ServiceAccountStore, to_storage_precision,
 };
 use crate::principal::Principal;
 use crate::resource_id::{CredentialId, ServiceAccountId};
@@ -91,18 +91,22 @@ impl<A: Adapters> CredentialAdmin<A> {
     }
 
     /// Creates a credential expiring at `expires_at` (default: now + the org's default
-    /// lifetime) and returns it with its secret.
+    /// lifetime) and returns it with its secret. With a `recorder` (the request carried an
+    /// `Idempotency-Key`), the record of the response is stored in the same transaction as the
+    /// credential, so a retry replays it instead of using a second slot.
     ///
     /// # Errors
     /// [`AdminError::NotFound`]; [`AdminError::ActingAsRefused`] when the caller does not hold
     /// every role of the account; [`AdminError::Rejected`] for an expiry in the past or beyond
-    /// the org maximum; [`AdminError::CredentialLimitReached`]; [`AdminError::Store`].
+    /// the org maximum; [`AdminError::CredentialLimitReached`];
+    /// [`AdminError::IdempotencyClaimLost`]; [`AdminError::Store`]; [`AdminError::Internal`].
     pub async fn create(
         &self,
         caller: &Principal,
         context: &RequestContext,
         account: &str,
         expires_at: Option<OffsetDateTime>,
+        recorder: Option<&dyn Recorder<CreatedCredential>>,
     ) -> Result<CreatedCredential, AdminError> {
         let account = visible_account_id(caller, &self.admin_role, account)?;
         let now = self.clock.now_micros();
@@ -152,14 +156,12 @@ impl<A: Adapters> CredentialAdmin<A> {
 
         let id =
             CredentialId::parse(format!("cred-{}", self.ids.random_suffix())).map_err(|e| {
-                AdminError::Store(StoreError::Unexpected(
-                    format!("the id generator broke its contract: {e}").into(),
-                ))
+                AdminError::Internal(format!("the id generator broke its contract: {e}").into())
             })?;
         let random = self
             .ids
             .secret_bytes()
-            .map_err(|e| AdminError::Store(StoreError::Unavailable(Box::new(e))))?;
+            .map_err(|e| AdminError::Internal(Box::new(e)))?;
         let secret = ClientSecret::generate(&id, &random);
         let credential = Credential {
             uid: self.ids.uid(),
@@ -183,14 +185,17 @@ impl<A: Adapters> CredentialAdmin<A> {
             now,
         );
         let cap = policy.max_active_credentials();
+        let created = CreatedCredential { credential, secret };
+        let completion = recorder.map(|r| r.completion(&created)).transpose()?;
         match self
             .credentials
-            .insert_within_cap(&credential, cap, now, &audit)
+            .insert_within_cap(&created.credential, cap, now, &audit, completion.as_ref())
             .await?
         {
-            CapOutcome::Inserted => Ok(CreatedCredential { credential, secret }),
+            CapOutcome::Inserted => Ok(created),
             CapOutcome::LimitReached => Err(AdminError::CredentialLimitReached { cap }),
             CapOutcome::AccountGone => Err(AdminError::NotFound),
+            CapOutcome::ClaimLost => Err(AdminError::IdempotencyClaimLost),
         }
     }
 
@@ -291,6 +296,7 @@ mod tests {
         Fakes, FixedClock, Memory, SeqIds, block_on, principal, role, seeded_memory,
     };
     use crate::pagination::{PagePosition, PageSize};
+    use crate::ports::{IdempotencyCompletion, IdempotencyKey, RecordError, StoredResponse};
     use crate::scope::Scope;
     use crate::service_account::DisplayName;
     use crate::service_account_admin::{CreateServiceAccount, ServiceAccountAdmin};
@@ -338,7 +344,7 @@ mod tests {
             scope_id: "org-acme".into(),
             roles: vec![],
         };
-        block_on(w.accounts.create(&admin(), &ctx(), request)).unwrap();
+        block_on(w.accounts.create(&admin(), &ctx(), request, None)).unwrap();
         w
     }
 
@@ -357,7 +363,10 @@ mod tests {
         w: &World,
         expires_at: Option<OffsetDateTime>,
     ) -> Result<CreatedCredential, AdminError> {
-        block_on(w.credentials.create(&admin(), &ctx(), "sa-ci", expires_at))
+        block_on(
+            w.credentials
+                .create(&admin(), &ctx(), "sa-ci", expires_at, None),
+        )
     }
 
     fn reason(err: AdminError) -> &'static str {
@@ -504,11 +513,15 @@ mod tests {
             roles: vec![role("admin"), role("storage.writer")],
         };
         let full = principal("org-acme", &["admin", "storage.writer"]);
-        block_on(w.accounts.create(&full, &ctx(), strong)).unwrap();
+        block_on(w.accounts.create(&full, &ctx(), strong, None)).unwrap();
         let audit_before = w.memory.state().audit.len();
 
         // An admin holding only `admin` would gain storage.writer through the secret.
-        let err = block_on(w.credentials.create(&admin(), &ctx(), "sa-strong", None)).unwrap_err();
+        let err = block_on(
+            w.credentials
+                .create(&admin(), &ctx(), "sa-strong", None, None),
+        )
+        .unwrap_err();
         let AdminError::ActingAsRefused(missing) = err else {
             panic!("expected ActingAsRefused, got {err:?}");
         };
@@ -526,7 +539,8 @@ mod tests {
             "nothing audited"
         );
 
-        let created = block_on(w.credentials.create(&full, &ctx(), "sa-strong", None)).unwrap();
+        let created =
+            block_on(w.credentials.create(&full, &ctx(), "sa-strong", None, None)).unwrap();
         // Reading, listing and deleting stay admin-only.
         let id = created.credential.id.as_str();
         assert!(block_on(w.credentials.get(&admin(), "sa-strong", id)).is_ok());
@@ -538,6 +552,80 @@ mod tests {
             .is_ok()
         );
         block_on(w.credentials.delete(&admin(), &ctx(), "sa-strong", id)).unwrap();
+    }
+
+    /// Records the credential id as the "response"; or fails, when `fail`.
+    struct TestRecorder {
+        fail: bool,
+    }
+
+    impl Recorder<CreatedCredential> for TestRecorder {
+        fn completion(
+            &self,
+            created: &CreatedCredential,
+        ) -> Result<IdempotencyCompletion, RecordError> {
+            if self.fail {
+                return Err(RecordError("sealing failed".into()));
+            }
+            Ok(IdempotencyCompletion {
+                key: IdempotencyKey {
+                    tenant: created.credential.tenant.clone(),
+                    subject: "alice".into(),
+                    key: "k-1".into(),
+                },
+                claimed_at: created.credential.created_at,
+                response: StoredResponse {
+                    status: 201,
+                    headers: vec![],
+                    body: created.credential.id.as_str().as_bytes().to_vec(),
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn an_idempotent_create_hands_its_record_to_the_store_with_the_credential() {
+        let w = world();
+        let recorder = TestRecorder { fail: false };
+        let created =
+            block_on(
+                w.credentials
+                    .create(&admin(), &ctx(), "sa-ci", None, Some(&recorder)),
+            )
+            .unwrap();
+        let completions = w.memory.state().completions.clone();
+        assert_eq!(completions.len(), 1);
+        assert_eq!(
+            completions[0].response.body,
+            created.credential.id.as_str().as_bytes()
+        );
+
+        // A recorder that fails stores nothing at all.
+        let broken = TestRecorder { fail: true };
+        let counts = |w: &World| {
+            let state = w.memory.state();
+            (state.credentials.len(), state.audit.len())
+        };
+        let before = counts(&w);
+        let err = block_on(
+            w.credentials
+                .create(&admin(), &ctx(), "sa-ci", None, Some(&broken)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, AdminError::Internal(_)), "{err:?}");
+        assert_eq!(counts(&w), before);
+
+        // A refused create records nothing with the store (its 4xx is recorded apart).
+        for _ in 0..4 {
+            create(&w, None).unwrap();
+        }
+        let err = block_on(
+            w.credentials
+                .create(&admin(), &ctx(), "sa-ci", None, Some(&recorder)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, AdminError::CredentialLimitReached { cap: 5 }));
+        assert_eq!(w.memory.state().completions.len(), 1);
     }
 
     #[test]
@@ -553,7 +641,7 @@ mod tests {
                 Err(AdminError::NotFound)
             ));
             assert!(matches!(
-                block_on(w.credentials.create(caller, &ctx(), "sa-ci", None)),
+                block_on(w.credentials.create(caller, &ctx(), "sa-ci", None, None)),
                 Err(AdminError::NotFound)
             ));
             assert!(matches!(

@@ -18,9 +18,8 @@ use crate::pagination::Cursor;
 use crate::pagination::{Page, PagePosition, PageRequest};
 use crate::ports::{
     Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, IdempotencyClaim,
-    IdempotencyKey, IdempotencyStore, InsertError, RandomnessUnavailable, Readiness,
-    ServiceAccountStore, StoreError, StoredResponse, TokenRef, TokenStore, UpdateOutcome,
-    UsageRecorder,
+    IdempotencyCompletion, IdempotencyKey, IdempotencyStore, InsertError, RandomnessUnavailable,
+    Readiness, ServiceAccountStore, StoreError, TokenRef, TokenStore, UpdateOutcome, UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind};
 use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
@@ -58,6 +57,8 @@ pub struct State {
     pub uses: Vec<(Uuid, OffsetDateTime, Option<std::net::IpAddr>)>,
     /// Credential lookups of token mints (`find_for_mint` calls): the queries a mint issues.
     pub mint_lookups: usize,
+    /// Idempotency completions written, with the create they were written with.
+    pub completions: Vec<IdempotencyCompletion>,
 }
 
 #[derive(Clone, Default)]
@@ -115,6 +116,7 @@ impl ServiceAccountStore for Memory {
         &self,
         account: &ServiceAccount,
         audit: &AuditEvent,
+        completion: Option<&IdempotencyCompletion>,
     ) -> impl Future<Output = Result<(), InsertError>> + Send {
         let mut state = self.state();
         let result = if state
@@ -126,6 +128,7 @@ impl ServiceAccountStore for Memory {
         } else {
             state.accounts.push(account.clone());
             state.audit.push(audit.clone());
+            state.completions.extend(completion.cloned());
             Ok(())
         };
         ready(result)
@@ -270,6 +273,7 @@ impl CredentialStore for Memory {
         cap: u32,
         now: OffsetDateTime,
         audit: &AuditEvent,
+        completion: Option<&IdempotencyCompletion>,
     ) -> impl Future<Output = Result<CapOutcome, StoreError>> + Send {
         let mut state = self.state();
         let outcome = if !state
@@ -291,6 +295,7 @@ impl CredentialStore for Memory {
         } else {
             state.credentials.push(credential.clone());
             state.audit.push(audit.clone());
+            state.completions.extend(completion.cloned());
             CapOutcome::Inserted
         };
         ready(Ok(outcome))
@@ -434,10 +439,9 @@ impl IdempotencyStore for Memory {
 
     fn complete(
         &self,
-        _key: &IdempotencyKey,
-        _claimed_at: OffsetDateTime,
-        _response: &StoredResponse,
+        completion: &IdempotencyCompletion,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.state().completions.push(completion.clone());
         ready(Ok(()))
     }
 

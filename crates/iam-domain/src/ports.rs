@@ -105,6 +105,10 @@ pub enum InsertError {
     /// An account with the same id already exists in the tenant.
     #[error("a service account with this id already exists")]
     Duplicate,
+    /// The idempotency claim the insert was to complete is no longer current (it was
+    /// abandoned and taken over by a retry): nothing was stored.
+    #[error("the idempotency key was claimed by another request")]
+    ClaimLost,
     /// Backend failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -124,14 +128,19 @@ pub enum UpdateOutcome {
 /// Persistence of service accounts. Every mutation writes its audit event in the same
 /// transaction as the change, so a change is never stored without its event or vice versa.
 pub trait ServiceAccountStore: Send + Sync + 'static {
-    /// Stores a new account and `audit`.
+    /// Stores a new account and `audit` and, when given, `completion` — all in one
+    /// transaction, so that a crash can never leave the account without the record that makes
+    /// a retry replay instead of creating again.
     ///
     /// # Errors
-    /// [`InsertError::Duplicate`] when `(tenant, id)` exists; [`InsertError::Store`] otherwise.
+    /// [`InsertError::Duplicate`] when `(tenant, id)` exists; [`InsertError::ClaimLost`] when
+    /// `completion`'s claim is no longer the key's current, unfinished claim (nothing is
+    /// stored then); [`InsertError::Store`] otherwise.
     fn insert(
         &self,
         account: &ServiceAccount,
         audit: &AuditEvent,
+        completion: Option<&IdempotencyCompletion>,
     ) -> impl Future<Output = Result<(), InsertError>> + Send;
 
     /// The account `id` of `tenant`, with its `active_credential_count`: the number of its
@@ -197,25 +206,31 @@ pub enum CapOutcome {
     LimitReached,
     /// The account no longer exists; nothing stored.
     AccountGone,
+    /// The idempotency claim to complete was taken over by another request; nothing stored.
+    ClaimLost,
 }
 
 /// Persistence of credentials. Every mutation writes its audit event in the same transaction.
 pub trait CredentialStore: Send + Sync + 'static {
-    /// Stores `credential` and `audit` if its service account (`credential.service_account_uid`
-    /// in `credential.tenant`) still exists and has fewer than `cap` credentials with
-    /// `expires_at > now`.
+    /// Stores `credential` and `audit` (and, when given, `completion`) if its service account
+    /// (`credential.service_account_uid` in `credential.tenant`) still exists and has fewer
+    /// than `cap` credentials with `expires_at > now`.
     ///
-    /// The check and the insert MUST be atomic under any concurrency and across any number of
-    /// server instances (lock the account row in the same transaction).
+    /// The check and the writes MUST be atomic under any concurrency and across any number of
+    /// server instances (lock the account row in the same transaction), and `completion` is
+    /// written in that transaction too: a crash never leaves the credential without the record
+    /// that makes a retry replay instead of using a second slot.
     ///
     /// # Errors
-    /// [`StoreError`] only for backend failures; the cap and a vanished account are outcomes.
+    /// [`StoreError`] only for backend failures; the cap, a vanished account and a lost claim
+    /// are outcomes.
     fn insert_within_cap(
         &self,
         credential: &Credential,
         cap: u32,
         now: OffsetDateTime,
         audit: &AuditEvent,
+        completion: Option<&IdempotencyCompletion>,
     ) -> impl Future<Output = Result<CapOutcome, StoreError>> + Send;
 
     /// Credential `id` of account `account` in `tenant`; `None` when the account or the
@@ -348,6 +363,36 @@ impl std::fmt::Debug for StoredResponse {
     }
 }
 
+/// The recorded response of the claim of `key` made at `claimed_at`: what a create writes
+/// in its own transaction (see [`ServiceAccountStore::insert`]) and what
+/// [`IdempotencyStore::complete`] writes for answers that created nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyCompletion {
+    /// The key.
+    pub key: IdempotencyKey,
+    /// The `now` given to [`IdempotencyStore::claim`]: it identifies the claim.
+    pub claimed_at: OffsetDateTime,
+    /// The response to replay (its body as the adapter stores it, e.g. sealed).
+    pub response: StoredResponse,
+}
+
+/// The response of an idempotent create could not be turned into its record.
+#[derive(Debug, thiserror::Error)]
+#[error("the response of an idempotent request could not be recorded")]
+pub struct RecordError(#[source] pub Box<dyn Error + Send + Sync>);
+
+/// Makes the record of an idempotent create from the value it is about to store. Use cases
+/// call it after every check and before the store writes, and hand the result to the store,
+/// which writes both in one transaction. The adapter that serves the request implements it
+/// (it knows the response the created value becomes).
+pub trait Recorder<T: ?Sized>: Sync {
+    /// The completion recording `created`'s response.
+    ///
+    /// # Errors
+    /// [`RecordError`] when the response cannot be made or sealed.
+    fn completion(&self, created: &T) -> Result<IdempotencyCompletion, RecordError>;
+}
+
 /// Outcome of claiming an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyClaim {
@@ -383,17 +428,16 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         abandon_after: Duration,
     ) -> impl Future<Output = Result<IdempotencyClaim, StoreError>> + Send;
 
-    /// Records the response of the claim of `key` made at `claimed_at` (the `now` given to
-    /// [`Self::claim`]). Does nothing if that claim is no longer the key's current, unfinished
-    /// claim (it was abandoned and taken over by another request, or released).
+    /// Records `completion` on its own, for requests that created nothing (a create records
+    /// its completion in its own transaction instead). Does nothing if the claim is no longer
+    /// the key's current, unfinished claim (it was abandoned and taken over by another
+    /// request, or released).
     ///
     /// # Errors
     /// [`StoreError`] only for backend failures.
     fn complete(
         &self,
-        key: &IdempotencyKey,
-        claimed_at: OffsetDateTime,
-        response: &StoredResponse,
+        completion: &IdempotencyCompletion,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Forgets the unfinished claim of `key` made at `claimed_at`, whose request produced no

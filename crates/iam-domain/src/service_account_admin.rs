@@ -16,8 +16,8 @@ use crate::audit::{AuditAction, AuditEvent, RequestContext};
 use crate::organization::Organization;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
-    Adapters, Clock, Directory, IdGenerator, InsertError, ServiceAccountStore, StoreError,
-    UpdateOutcome,
+    Adapters, Clock, Directory, IdGenerator, InsertError, RecordError, Recorder,
+    ServiceAccountStore, StoreError, UpdateOutcome,
 };
 use crate::principal::Principal;
 use crate::resource_id::{ProjectId, ServiceAccountId};
@@ -104,9 +104,23 @@ pub enum AdminError {
         /// The org's `maxActiveCredentials`.
         cap: u32,
     },
+    /// The request's `Idempotency-Key` was taken over by a retry while this request ran (it
+    /// took longer than the abandonment time); nothing was stored, the retry does the work.
+    #[error("the idempotency key was claimed by another request")]
+    IdempotencyClaimLost,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something else failed (a broken contract of an adapter, a response that could not be
+    /// recorded).
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<RecordError> for AdminError {
+    fn from(error: RecordError) -> Self {
+        AdminError::Internal(Box::new(error))
+    }
 }
 
 /// The fields of a new service account, already parsed.
@@ -200,16 +214,20 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             .await?)
     }
 
-    /// Creates an account in the caller's tenant.
+    /// Creates an account in the caller's tenant. With a `recorder` (the request carried an
+    /// `Idempotency-Key`), the record of the response is stored in the same transaction as
+    /// the account.
     ///
     /// # Errors
     /// [`AdminError::Forbidden`] for non-admins; [`AdminError::Rejected`] listing every
-    /// violated rule; [`AdminError::AlreadyExists`]; [`AdminError::Store`].
+    /// violated rule; [`AdminError::AlreadyExists`]; [`AdminError::IdempotencyClaimLost`];
+    /// [`AdminError::Store`]; [`AdminError::Internal`] when the recorder fails.
     pub async fn create(
         &self,
         caller: &Principal,
         context: &RequestContext,
         request: CreateServiceAccount,
+        recorder: Option<&dyn Recorder<ServiceAccount>>,
     ) -> Result<ServiceAccount, AdminError> {
         if !caller.is_tenant_admin(&self.admin_role) {
             return Err(AdminError::Forbidden);
@@ -259,9 +277,15 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             &account,
             vec![],
         );
-        match self.store.insert(&account, &audit).await {
+        let completion = recorder.map(|r| r.completion(&account)).transpose()?;
+        match self
+            .store
+            .insert(&account, &audit, completion.as_ref())
+            .await
+        {
             Ok(()) => Ok(account),
             Err(InsertError::Duplicate) => Err(AdminError::AlreadyExists),
+            Err(InsertError::ClaimLost) => Err(AdminError::IdempotencyClaimLost),
             Err(InsertError::Store(e)) => Err(e.into()),
         }
     }
@@ -482,9 +506,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
 
     fn generated_id(&self) -> Result<ServiceAccountId, AdminError> {
         ServiceAccountId::parse(format!("sa-{}", self.ids.random_suffix())).map_err(|e| {
-            AdminError::Store(StoreError::Unexpected(
-                format!("the id generator broke its contract: {e}").into(),
-            ))
+            AdminError::Internal(format!("the id generator broke its contract: {e}").into())
         })
     }
 
@@ -599,6 +621,7 @@ mod tests {
             &acme_admin(),
             &ctx(),
             request(id, Scope::Organization, "org-acme", &["compute.deployer"]),
+            None,
         ))
         .unwrap()
     }
@@ -644,7 +667,7 @@ mod tests {
         let w = world();
         let mut req = request("x", Scope::Organization, "org-acme", &[]);
         req.id = None;
-        let sa = block_on(w.admin.create(&acme_admin(), &ctx(), req)).unwrap();
+        let sa = block_on(w.admin.create(&acme_admin(), &ctx(), req, None)).unwrap();
         assert!(sa.id.as_str().starts_with("sa-"), "{}", sa.id);
         assert_eq!(sa.id.as_str().len(), 19);
     }
@@ -660,7 +683,7 @@ mod tests {
         assert!(matches!(err, Err(AdminError::Forbidden)));
         let req = request("sa-x", Scope::Organization, "org-acme", &[]);
         assert!(matches!(
-            block_on(w.admin.create(&viewer, &ctx(), req)),
+            block_on(w.admin.create(&viewer, &ctx(), req, None)),
             Err(AdminError::Forbidden)
         ));
         let mut project_admin = acme_admin();
@@ -668,7 +691,7 @@ mod tests {
         project_admin.scope_id = "web".into();
         let req = request("sa-x", Scope::Project, "web", &[]);
         assert!(matches!(
-            block_on(w.admin.create(&project_admin, &ctx(), req)),
+            block_on(w.admin.create(&project_admin, &ctx(), req, None)),
             Err(AdminError::Forbidden)
         ));
     }
@@ -738,7 +761,7 @@ mod tests {
         let w = world();
         let admin = principal("org-other", &["admin"]);
         let req = request("sa-x", Scope::Organization, "org-other", &[]);
-        let err = block_on(w.admin.create(&admin, &ctx(), req)).unwrap_err();
+        let err = block_on(w.admin.create(&admin, &ctx(), req, None)).unwrap_err();
         assert_eq!(reasons(err), [("SCOPE_NOT_ALLOWED", Some("scope".into()))]);
     }
 
@@ -751,14 +774,14 @@ mod tests {
             (Scope::Project, "Not-An-Id"),
         ] {
             let req = request("sa-x", scope, scope_id, &[]);
-            let err = block_on(w.admin.create(&acme_admin(), &ctx(), req)).unwrap_err();
+            let err = block_on(w.admin.create(&acme_admin(), &ctx(), req, None)).unwrap_err();
             assert_eq!(
                 reasons(err),
                 [("SCOPE_TARGET_NOT_FOUND", Some("scopeId".into()))]
             );
         }
         let req = request("sa-x", Scope::Project, "web", &[]);
-        assert!(block_on(w.admin.create(&acme_admin(), &ctx(), req)).is_ok());
+        assert!(block_on(w.admin.create(&acme_admin(), &ctx(), req, None)).is_ok());
     }
 
     #[test]
@@ -770,7 +793,7 @@ mod tests {
             "missing",
             &["compute.deployer", "no.such.role", "storage.writer"],
         );
-        let err = block_on(w.admin.create(&acme_admin(), &ctx(), req)).unwrap_err();
+        let err = block_on(w.admin.create(&acme_admin(), &ctx(), req, None)).unwrap_err();
         assert_eq!(
             reasons(err),
             [
@@ -789,7 +812,7 @@ mod tests {
         create(&w, "sa-ci");
         let req = request("sa-ci", Scope::Organization, "org-acme", &[]);
         assert!(matches!(
-            block_on(w.admin.create(&acme_admin(), &ctx(), req)),
+            block_on(w.admin.create(&acme_admin(), &ctx(), req, None)),
             Err(AdminError::AlreadyExists)
         ));
         assert_eq!(w.memory.state().audit.len(), 1);
@@ -800,7 +823,7 @@ mod tests {
         let w = world();
         let admin = principal("org-ghost", &["admin"]);
         let req = request("sa-x", Scope::Organization, "org-ghost", &[]);
-        let err = block_on(w.admin.create(&admin, &ctx(), req)).unwrap_err();
+        let err = block_on(w.admin.create(&admin, &ctx(), req, None)).unwrap_err();
         assert_eq!(reasons(err), [("TENANT_NOT_PROVISIONED", None)]);
     }
 

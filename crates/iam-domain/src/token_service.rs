@@ -444,9 +444,10 @@ mod tests {
                 scope_id: "org-acme".into(),
                 roles: vec![role("compute.deployer"), role("storage.reader")],
             },
+            None,
         ))
         .unwrap();
-        let created = block_on(credentials.create(&admin(), &ctx(), "sa-ci", None)).unwrap();
+        let created = block_on(credentials.create(&admin(), &ctx(), "sa-ci", None, None)).unwrap();
         World {
             memory,
             clock,

@@ -11,8 +11,8 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
-use iam_domain::ports::Adapters;
-use iam_domain::{ClientSecret, Credential, CredentialFilter};
+use iam_domain::ports::{Adapters, Recorder};
+use iam_domain::{ClientSecret, CreatedCredential, Credential, CredentialFilter};
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -238,18 +238,33 @@ pub async fn create<A: Adapters>(
         Some(map) => parse_create(map)?,
     };
     let context = context(&req);
-    idempotency::run(&state, &caller, &req, &bytes, || async {
+    idempotency::run(&state, &caller, &req, &bytes, async |recording| {
+        let recorder = recording.as_ref().map(|r| r.of(shown_once));
         let created = state
             .credentials
-            .create(&caller, &context, &account, expires_at)
+            .create(
+                &caller,
+                &context,
+                &account,
+                expires_at,
+                recorder
+                    .as_ref()
+                    .map(|r| r as &dyn Recorder<CreatedCredential>),
+            )
             .await?;
-        let credential = &created.credential;
-        let view = CredentialView::new(credential, credential.created_at, Some(&created.secret));
-        Ok(Reply::json(StatusCode::CREATED, &view)?
-            .header(LOCATION, self_link(credential))
-            .no_store())
+        shown_once(&created)
     })
     .await
+}
+
+/// The 201 of a create, the one response showing the secret (sent, and recorded sealed for an
+/// `Idempotency-Key`).
+fn shown_once(created: &CreatedCredential) -> Result<Reply, ApiError> {
+    let credential = &created.credential;
+    let view = CredentialView::new(credential, credential.created_at, Some(&created.secret));
+    Ok(Reply::json(StatusCode::CREATED, &view)?
+        .header(LOCATION, self_link(credential))
+        .no_store())
 }
 
 fn parse_create(

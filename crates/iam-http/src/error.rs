@@ -282,7 +282,12 @@ impl From<AdminError> for ApiError {
                 ),
                 vec![ErrorDetail::reason("CREDENTIAL_LIMIT_REACHED")],
             ),
+            AdminError::IdempotencyClaimLost => crate::idempotency::in_progress(),
             AdminError::Store(error) => error.into(),
+            AdminError::Internal(cause) => {
+                tracing::error!(error = %cause, source = ?cause.source(), "internal failure");
+                Self::internal()
+            }
         }
     }
 }

@@ -7,6 +7,12 @@
 //! while the first request still runs is 409 `IDEMPOTENCY_KEY_IN_PROGRESS`. Successes and 4xx
 //! answers are recorded, their bodies sealed ([`crate::sealing`]) since they may hold a client
 //! secret; 5xx answers release the key so a retry can do the work.
+//!
+//! A success is recorded **in the transaction of the create itself**: the work gets a
+//! [`Recording`], turns it into the domain's [`Recorder`] of the created value, and the use
+//! case hands the sealed record to the store with the create. So a crash can never commit the
+//! create without its record, and a retry replays rather than creating twice. Answers that
+//! created nothing (4xx) are recorded on their own afterwards.
 
 use std::future::Future;
 
@@ -14,13 +20,18 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderName;
 use actix_web::{HttpRequest, HttpResponse};
 use iam_domain::Principal;
-use iam_domain::ports::{Adapters, Clock, IdempotencyClaim, IdempotencyKey, IdempotencyStore};
+use iam_domain::ports::{
+    Adapters, Clock, IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyStore,
+    RecordError, Recorder,
+};
 use sha2::{Digest, Sha256};
-use time::Duration;
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorDetail};
 use crate::reply::Reply;
+use crate::sealing::ResponseSealer;
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -57,12 +68,65 @@ fn key_of(req: &HttpRequest, caller: &Principal) -> Result<Option<IdempotencyKey
     }))
 }
 
+/// The claim of a request's `Idempotency-Key`, handed to the work of [`run`]: the create turns
+/// it (with [`Recording::of`]) into the [`Recorder`] it passes to its use case, which stores
+/// the record in the create's own transaction.
+pub struct Recording<'a> {
+    key: IdempotencyKey,
+    claimed_at: OffsetDateTime,
+    sealer: &'a ResponseSealer,
+}
+
+impl<'a> Recording<'a> {
+    /// The recorder of a created `T` whose response is `render(created)`. The handler sends
+    /// `render(created)` too once the use case succeeded, so the recorded and the sent
+    /// response are the same bytes.
+    pub fn of<T>(&'a self, render: fn(&T) -> Result<Reply, ApiError>) -> RecordAs<'a, T> {
+        RecordAs {
+            recording: self,
+            render,
+        }
+    }
+
+    fn completion(&self, reply: &Reply) -> Result<IdempotencyCompletion, RecordError> {
+        let mut response = reply.to_stored();
+        let plain = Zeroizing::new(std::mem::take(&mut response.body));
+        response.body = self
+            .sealer
+            .seal(&self.key, &plain)
+            .map_err(|e| RecordError(Box::new(e)))?;
+        Ok(IdempotencyCompletion {
+            key: self.key.clone(),
+            claimed_at: self.claimed_at,
+            response,
+        })
+    }
+}
+
+/// A [`Recorder`] of created `T`s: renders, then seals (see [`Recording::of`]).
+pub struct RecordAs<'a, T> {
+    recording: &'a Recording<'a>,
+    render: fn(&T) -> Result<Reply, ApiError>,
+}
+
+impl<T> Recorder<T> for RecordAs<'_, T> {
+    fn completion(&self, created: &T) -> Result<IdempotencyCompletion, RecordError> {
+        let reply = (self.render)(created)
+            .map_err(|e| RecordError(format!("rendering the response failed: {e}").into()))?;
+        self.recording.completion(&reply)
+    }
+}
+
 /// Runs `work` at most once per idempotency key (when the request has one).
+///
+/// `work` gets the request's [`Recording`] (`None` without a key) and MUST hand it to its use
+/// case (through [`Recording::of`]): a successful answer is then already recorded, in the
+/// create's transaction. A 4xx answer is recorded here; a 5xx answer releases the key.
 ///
 /// # Errors
 /// 400 for a malformed key, 409/422 as described above, and whatever `work` returns.
-pub async fn run<A, F, Fut>(
-    state: &AppState<A>,
+pub async fn run<'s, A, F, Fut>(
+    state: &'s AppState<A>,
     caller: &Principal,
     req: &HttpRequest,
     body: &[u8],
@@ -70,7 +134,7 @@ pub async fn run<A, F, Fut>(
 ) -> Result<HttpResponse, ApiError>
 where
     A: Adapters,
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<Recording<'s>>) -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
 {
     // Only administrators may create anything, so only their requests are recorded or
@@ -82,7 +146,7 @@ where
         None
     };
     let Some(key) = key else {
-        return work().await.map(Reply::into_response);
+        return work(None).await.map(Reply::into_response);
     };
     let mut hasher = Sha256::new();
     hasher.update(req.method().as_str().as_bytes());
@@ -112,13 +176,7 @@ where
                 .no_store()
                 .into_response());
         }
-        IdempotencyClaim::InProgress => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "a request with this Idempotency-Key is still being processed",
-                vec![ErrorDetail::reason("IDEMPOTENCY_KEY_IN_PROGRESS")],
-            ));
-        }
+        IdempotencyClaim::InProgress => return Err(in_progress()),
         IdempotencyClaim::Mismatch => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -132,32 +190,52 @@ where
         }
     }
 
-    let reply = match work().await {
-        Ok(reply) => reply,
-        Err(error) if error.status().is_client_error() => Reply::from_error(&error),
-        Err(error) => {
-            if let Err(release) = state.idempotency.release(&key, now).await {
-                tracing::warn!(error = %release, "could not release idempotency key");
-            }
-            return Err(error);
-        }
+    let recording = Recording {
+        key,
+        claimed_at: now,
+        sealer: &state.sealer,
     };
-    // The work is done: whatever happens to the record, the client gets its answer (only a
-    // retry would redo the work).
-    let mut stored = reply.to_stored();
-    match state.sealer.seal(&key, &stored.body) {
-        Ok(sealed) => {
-            stored.body = sealed;
-            if let Err(error) = state.idempotency.complete(&key, now, &stored).await {
+    let key = recording.key.clone();
+    let error = match work(Some(recording)).await {
+        // Recorded in the create's own transaction.
+        Ok(reply) => return Ok(reply.into_response()),
+        Err(error) => error,
+    };
+    if !error.status().is_client_error() {
+        if let Err(release) = state.idempotency.release(&key, now).await {
+            tracing::warn!(error = %release, "could not release idempotency key");
+        }
+        return Err(error);
+    }
+    // Nothing was created: record the refusal on its own. Whatever happens to the record,
+    // the client gets its answer (a retry would only be refused again).
+    let reply = Reply::from_error(&error);
+    let recording = Recording {
+        key,
+        claimed_at: now,
+        sealer: &state.sealer,
+    };
+    match recording.completion(&reply) {
+        Ok(completion) => {
+            if let Err(error) = state.idempotency.complete(&completion).await {
                 tracing::warn!(%error, "could not record idempotent response");
             }
         }
         Err(error) => {
             tracing::warn!(%error, "could not seal idempotent response; releasing the key");
-            if let Err(error) = state.idempotency.release(&key, now).await {
+            if let Err(error) = state.idempotency.release(&recording.key, now).await {
                 tracing::warn!(%error, "could not release idempotency key");
             }
         }
     }
     Ok(reply.into_response())
+}
+
+/// 409: the key's first request is still running.
+pub(crate) fn in_progress() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "a request with this Idempotency-Key is still being processed",
+        vec![ErrorDetail::reason("IDEMPOTENCY_KEY_IN_PROGRESS")],
+    )
 }

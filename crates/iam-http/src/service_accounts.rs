@@ -10,7 +10,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ETAG, IF_MATCH, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, web};
-use iam_domain::ports::Adapters;
+use iam_domain::ports::{Adapters, Recorder};
 use iam_domain::service_account_admin::{Precondition, entity_tag};
 use iam_domain::{
     CreateServiceAccount, Description, DisplayName, RequestContext, RoleSlug, Scope,
@@ -335,11 +335,27 @@ pub async fn create<A: Adapters>(
         .ok_or_else(|| ApiError::bad_request(vec![ErrorDetail::reason("BODY_REQUIRED")]))?;
     let request = parse_create(map)?;
     let context = context(&req);
-    idempotency::run(&state, &caller, &req, &bytes, || async {
-        let sa = state.admin.create(&caller, &context, request).await?;
-        Ok(reply(StatusCode::CREATED, &sa)?.header(LOCATION, format!("{BASE_PATH}/{}", sa.id)))
+    idempotency::run(&state, &caller, &req, &bytes, async |recording| {
+        let recorder = recording.as_ref().map(|r| r.of(created));
+        let sa = state
+            .admin
+            .create(
+                &caller,
+                &context,
+                request,
+                recorder
+                    .as_ref()
+                    .map(|r| r as &dyn Recorder<ServiceAccount>),
+            )
+            .await?;
+        created(&sa)
     })
     .await
+}
+
+/// The 201 of a create (what is sent and what an `Idempotency-Key` records).
+fn created(sa: &ServiceAccount) -> Result<Reply, ApiError> {
+    Ok(reply(StatusCode::CREATED, sa)?.header(LOCATION, format!("{BASE_PATH}/{}", sa.id)))
 }
 
 fn parse_create(

@@ -1,7 +1,9 @@
 //! [`CredentialStore`] on the `credentials` table.
 //!
 //! - `insert_within_cap` is one `READ COMMITTED` transaction: lock the parent account row
-//!   (`SELECT … FOR UPDATE`), count its active credentials, insert, write the audit event.
+//!   (`SELECT … FOR UPDATE`), count its active credentials, insert, write the audit event
+//!   and, for a request with an `Idempotency-Key`, the recorded response (so a crash never
+//!   commits the credential without the record that makes a retry replay it).
 //!   Every insert of a credential of that account queues on the same row lock, and the count
 //!   is a statement of its own that starts after the lock is granted, so under `READ
 //!   COMMITTED` it sees every credential committed by the previous lock holder: the cap holds
@@ -34,7 +36,7 @@ use iam_domain::audit::AuditEvent;
 use iam_domain::client_secret::SecretHash;
 use iam_domain::credential::{Credential, CredentialFilter, CredentialStatus};
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
-use iam_domain::ports::{CapOutcome, CredentialStore, StoreError};
+use iam_domain::ports::{CapOutcome, CredentialStore, IdempotencyCompletion, StoreError};
 use iam_domain::resource_id::{CredentialId, OrgId, ServiceAccountId};
 use iam_domain::service_account::{ClientId, ServiceAccount};
 use time::OffsetDateTime;
@@ -42,6 +44,7 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::error::{DbError, corrupt};
+use crate::idempotency::record_completion;
 use crate::keyset::row_greater_than;
 use crate::schema::{credentials, service_accounts};
 use crate::service_account_store::ServiceAccountRow;
@@ -344,6 +347,7 @@ impl CredentialStore for PgStore {
         cap: u32,
         now: OffsetDateTime,
         event: &AuditEvent,
+        completion: Option<&IdempotencyCompletion>,
     ) -> Result<CapOutcome, StoreError> {
         let row = CredentialRow::from_domain(credential);
         let cap = i64::from(cap);
@@ -384,6 +388,13 @@ impl CredentialStore for PgStore {
                     .execute(conn)
                     .await?;
                 audit::record(conn, event).await?;
+                // The record that makes a retry replay commits with the credential, or neither
+                // does: a retry never uses a second slot.
+                if let Some(completion) = completion
+                    && !record_completion(conn, completion).await?
+                {
+                    return Err(CapFailure::Refused(CapOutcome::ClaimLost));
+                }
                 Ok(())
             })
             .await;

@@ -9,9 +9,10 @@
 use diesel::dsl::now as db_now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use iam_domain::ports::{
-    IdempotencyClaim, IdempotencyKey, IdempotencyStore, StoreError, StoredResponse,
+    IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyStore, StoreError,
+    StoredResponse,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -108,6 +109,28 @@ fn is_current_claim(
 
 fn retention() -> Duration {
     <PgStore as IdempotencyStore>::RETENTION
+}
+
+/// Records `completion` on `conn` (inside the caller's transaction, if any): `true` if its
+/// claim was still the key's current, unfinished claim and now holds the response, `false`
+/// (and nothing written) if the claim was abandoned and taken over, or released. The row
+/// lock this `UPDATE` takes also serializes it with a concurrent takeover.
+pub(crate) async fn record_completion(
+    conn: &mut AsyncPgConnection,
+    completion: &IdempotencyCompletion,
+) -> QueryResult<bool> {
+    let response = &completion.response;
+    let updated =
+        diesel::update(find(&completion.key).filter(is_current_claim(completion.claimed_at)))
+            .set((
+                idempotency_keys::status_code.eq(i32::from(response.status)),
+                idempotency_keys::response_headers.eq(headers_to_json(&response.headers)),
+                idempotency_keys::response_body.eq(&response.body),
+                idempotency_keys::completed_at.eq(db_now),
+            ))
+            .execute(conn)
+            .await?;
+    Ok(updated == 1)
 }
 
 impl PgStore {
@@ -210,24 +233,13 @@ impl IdempotencyStore for PgStore {
         ))
     }
 
-    async fn complete(
-        &self,
-        key: &IdempotencyKey,
-        claimed_at: OffsetDateTime,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError> {
+    async fn complete(&self, completion: &IdempotencyCompletion) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let updated = diesel::update(find(key).filter(is_current_claim(claimed_at)))
-            .set((
-                idempotency_keys::status_code.eq(i32::from(response.status)),
-                idempotency_keys::response_headers.eq(headers_to_json(&response.headers)),
-                idempotency_keys::response_body.eq(&response.body),
-                idempotency_keys::completed_at.eq(db_now),
-            ))
-            .execute(&mut conn)
+        let recorded = record_completion(&mut conn, completion)
             .await
             .map_err(DbError::from)?;
-        if updated == 0 {
+        let key = &completion.key;
+        if !recorded {
             // The claim was abandoned and taken over, or released: nothing to record.
             tracing::warn!(
                 tenant = %key.tenant,

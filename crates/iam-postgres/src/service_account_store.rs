@@ -1,7 +1,8 @@
 //! [`ServiceAccountStore`] on the `service_accounts` table.
 //!
 //! Reads (get, list) are one statement each, outside any transaction. Every mutation writes
-//! its audit event in the same transaction as the change. Listing uses keyset pagination on
+//! its audit event in the same transaction as the change; an insert for a request with an
+//! `Idempotency-Key` also writes the recorded response in it. Listing uses keyset pagination on
 //! the index `service_accounts_page_idx (org_id, created_at, uid)`.
 //!
 //! Every account read carries its `active_credential_count`, computed in the same statement by
@@ -17,7 +18,9 @@ use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use iam_domain::audit::AuditEvent;
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
-use iam_domain::ports::{InsertError, ServiceAccountStore, StoreError, UpdateOutcome};
+use iam_domain::ports::{
+    IdempotencyCompletion, InsertError, ServiceAccountStore, StoreError, UpdateOutcome,
+};
 use iam_domain::resource_id::{OrgId, ServiceAccountId};
 use iam_domain::role::RoleSlug;
 use iam_domain::service_account::{
@@ -28,6 +31,7 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::error::{DbError, corrupt};
+use crate::idempotency::record_completion;
 use crate::keyset::row_greater_than;
 use crate::schema::{credentials, service_accounts};
 use crate::store::PgStore;
@@ -36,6 +40,8 @@ use crate::store::PgStore;
 enum InsertFailure {
     /// The id exists in the tenant.
     Duplicate,
+    /// The idempotency claim to complete is no longer current.
+    ClaimLost,
     /// The database failed.
     Db(diesel::result::Error),
 }
@@ -310,6 +316,7 @@ impl ServiceAccountStore for PgStore {
         &self,
         account: &ServiceAccount,
         event: &AuditEvent,
+        completion: Option<&IdempotencyCompletion>,
     ) -> Result<(), InsertError> {
         let row = ServiceAccountRow::from_domain(account)?;
         let mut conn = self.conn().await.map_err(StoreError::from)?;
@@ -329,12 +336,20 @@ impl ServiceAccountStore for PgStore {
                     return Err(InsertFailure::Duplicate);
                 }
                 audit::record(conn, event).await?;
+                // The record that makes a retry replay commits with the account, or neither
+                // does.
+                if let Some(completion) = completion
+                    && !record_completion(conn, completion).await?
+                {
+                    return Err(InsertFailure::ClaimLost);
+                }
                 Ok(())
             })
             .await;
         match result {
             Ok(()) => Ok(()),
             Err(InsertFailure::Duplicate) => Err(InsertError::Duplicate),
+            Err(InsertFailure::ClaimLost) => Err(InsertError::ClaimLost),
             Err(InsertFailure::Db(e)) => Err(StoreError::from(DbError::from(e)).into()),
         }
     }

@@ -184,6 +184,19 @@ impl TestDatabase {
         connect(&self.url).await
     }
 
+    /// Runs `sql` (one or more statements) on this database: for tests that inject faults,
+    /// e.g. a trigger that fails a write.
+    ///
+    /// # Panics
+    /// When the statements fail.
+    pub async fn execute(&self, sql: &str) {
+        use diesel_async::SimpleAsyncConnection as _;
+        let mut conn = self.connection().await;
+        conn.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("cannot execute {sql:?}: {e}"));
+    }
+
     /// Every audit event stored in this database, oldest first.
     ///
     /// # Panics

@@ -17,8 +17,8 @@ use iam_domain::audit::{AuditAction, AuditEvent};
 use iam_domain::organization::{OrgPolicy, OrgSlug, Organization};
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest, PageSize};
 use iam_domain::ports::{
-    Directory, IdempotencyClaim, IdempotencyKey, IdempotencyStore, InsertError, Readiness,
-    ServiceAccountStore, StoreError, StoredResponse, UpdateOutcome,
+    Directory, IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyStore,
+    InsertError, Readiness, ServiceAccountStore, StoreError, StoredResponse, UpdateOutcome,
 };
 use iam_domain::resource_id::{OrgId, ProjectId, ServiceAccountId};
 use iam_domain::role::RoleSlug;
@@ -139,6 +139,7 @@ async fn insert(store: &PgStore, account: &ServiceAccount) {
                 AuditAction::ServiceAccountCreated,
                 account.created_at,
             ),
+            None,
         )
         .await
         .unwrap();
@@ -211,6 +212,7 @@ mod service_accounts {
                     AuditAction::ServiceAccountCreated,
                     second.created_at,
                 ),
+                None,
             )
             .await;
         assert!(matches!(result, Err(InsertError::Duplicate)), "{result:?}");
@@ -481,6 +483,7 @@ mod service_accounts {
             .insert(
                 &orphan,
                 &event(&orphan, AuditAction::ServiceAccountCreated, t0()),
+                None,
             )
             .await;
         assert!(
@@ -843,7 +846,11 @@ mod credentials {
         }
     }
 
-    fn cred_event(credential: &Credential, action: AuditAction, at: OffsetDateTime) -> AuditEvent {
+    pub(super) fn cred_event(
+        credential: &Credential,
+        action: AuditAction,
+        at: OffsetDateTime,
+    ) -> AuditEvent {
         AuditEvent {
             tenant: credential.tenant.clone(),
             actor: "alice".into(),
@@ -871,6 +878,7 @@ mod credentials {
                 cap,
                 now,
                 &cred_event(credential, AuditAction::CredentialCreated, now),
+                None,
             )
             .await
             .unwrap()
@@ -1312,6 +1320,7 @@ mod credentials {
                 CAP,
                 t0(),
                 &cred_event(&second, AuditAction::CredentialCreated, t0()),
+                None,
             )
             .await;
         assert!(
@@ -2555,6 +2564,18 @@ mod idempotency {
         }
     }
 
+    fn completion(
+        key: &IdempotencyKey,
+        claimed_at: OffsetDateTime,
+        response: StoredResponse,
+    ) -> IdempotencyCompletion {
+        IdempotencyCompletion {
+            key: key.clone(),
+            claimed_at,
+            response,
+        }
+    }
+
     #[tokio::test]
     async fn a_key_is_claimed_once_then_in_progress_then_replayed() {
         let (_db, store) = seeded().await;
@@ -2578,7 +2599,10 @@ mod idempotency {
             IdempotencyClaim::Mismatch
         );
 
-        store.complete(&k, t0(), &response()).await.unwrap();
+        store
+            .complete(&completion(&k, t0(), response()))
+            .await
+            .unwrap();
         assert_eq!(
             store
                 .claim(&k, &FP, t0() + Duration::hours(2), ABANDON)
@@ -2623,7 +2647,10 @@ mod idempotency {
         // Completed: replayed until the retention ends, then claimable (even with another body).
         let done = key("done");
         store.claim(&done, &FP, t0(), ABANDON).await.unwrap();
-        store.complete(&done, t0(), &response()).await.unwrap();
+        store
+            .complete(&completion(&done, t0(), response()))
+            .await
+            .unwrap();
         let almost = t0() + retention - Duration::seconds(1);
         assert!(matches!(
             store.claim(&done, &FP, almost, ABANDON).await.unwrap(),
@@ -2672,7 +2699,10 @@ mod idempotency {
             store.claim(&k, &OTHER_FP, t0(), ABANDON).await.unwrap(),
             IdempotencyClaim::Claimed
         );
-        store.complete(&k, t0(), &response()).await.unwrap();
+        store
+            .complete(&completion(&k, t0(), response()))
+            .await
+            .unwrap();
         store.release(&k, t0()).await.unwrap();
         assert_eq!(
             store.claim(&k, &OTHER_FP, t0(), ABANDON).await.unwrap(),
@@ -2692,7 +2722,10 @@ mod idempotency {
         );
         // The first request finally finishes: its response must not be recorded for the
         // second request, nor may it release the second request's claim.
-        store.complete(&k, t0(), &response()).await.unwrap();
+        store
+            .complete(&completion(&k, t0(), response()))
+            .await
+            .unwrap();
         store.release(&k, t0()).await.unwrap();
         assert_eq!(
             store.claim(&k, &OTHER_FP, later, ABANDON).await.unwrap(),
@@ -2702,7 +2735,10 @@ mod idempotency {
             status: 409,
             ..response()
         };
-        store.complete(&k, later, &mine).await.unwrap();
+        store
+            .complete(&completion(&k, later, mine.clone()))
+            .await
+            .unwrap();
         assert_eq!(
             store.claim(&k, &OTHER_FP, later, ABANDON).await.unwrap(),
             IdempotencyClaim::Replay(mine)
@@ -2777,6 +2813,185 @@ mod idempotency {
             .filter(|o| **o == IdempotencyClaim::Claimed)
             .count();
         assert_eq!(winners, 1, "{outcomes:?}");
+    }
+}
+
+mod idempotent_creates {
+    //! The record of an idempotent create is written in the create's own transaction: a
+    //! crash right after the create commits can no longer leave it unrecorded.
+
+    use iam_domain::ports::{CapOutcome, CredentialStore};
+
+    use super::credentials::{CAP, cred_event, credential};
+    use super::*;
+
+    const FP: [u8; 32] = [7; 32];
+    const ABANDON: Duration = Duration::minutes(1);
+
+    fn key(name: &str) -> IdempotencyKey {
+        IdempotencyKey {
+            tenant: org_id(ACME),
+            subject: "alice".into(),
+            key: name.into(),
+        }
+    }
+
+    fn completion(
+        key: &IdempotencyKey,
+        claimed_at: OffsetDateTime,
+        body: &str,
+    ) -> IdempotencyCompletion {
+        IdempotencyCompletion {
+            key: key.clone(),
+            claimed_at,
+            response: StoredResponse {
+                status: 201,
+                headers: vec![],
+                body: body.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    /// What a retry after the server died (and the claim's abandonment time passed) sees.
+    async fn retry_after_a_crash(store: &PgStore, key: &IdempotencyKey) -> IdempotencyClaim {
+        store
+            .claim(key, &FP, t0() + ABANDON + Duration::seconds(1), ABANDON)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_created_account_and_its_record_commit_together_so_a_retry_replays() {
+        let (db, store) = seeded().await;
+        let k = key("create-sa");
+        assert_eq!(
+            store.claim(&k, &FP, t0(), ABANDON).await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+        let sa = account(ACME, "sa-once", t0(), 1);
+        let done = completion(&k, t0(), "sa-once created");
+        store
+            .insert(
+                &sa,
+                &event(&sa, AuditAction::ServiceAccountCreated, t0()),
+                Some(&done),
+            )
+            .await
+            .unwrap();
+        // The server dies here: before today's separate `complete` step would have run.
+        assert_eq!(
+            retry_after_a_crash(&store, &k).await,
+            IdempotencyClaim::Replay(done.response.clone()),
+            "the retry replays instead of creating again"
+        );
+        assert_eq!(db.audit_events().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_created_credential_and_its_record_commit_together_so_no_second_slot_is_used() {
+        let (db, store) = seeded().await;
+        let sa = account(ACME, "sa-ci", t0(), 1);
+        insert(&store, &sa).await;
+        let k = key("create-cred");
+        store.claim(&k, &FP, t0(), ABANDON).await.unwrap();
+        let first = credential(&sa, "cred-first", t0(), t0() + Duration::days(1), 10);
+        let done = completion(&k, t0(), "cred-first + secret (sealed)");
+        let outcome = store
+            .insert_within_cap(
+                &first,
+                CAP,
+                t0(),
+                &cred_event(&first, AuditAction::CredentialCreated, t0()),
+                Some(&done),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, CapOutcome::Inserted);
+        assert_eq!(
+            retry_after_a_crash(&store, &k).await,
+            IdempotencyClaim::Replay(done.response.clone())
+        );
+        assert_eq!(
+            db.audit_events().await.len(),
+            2,
+            "account and one credential"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_claim_was_taken_over_stores_nothing() {
+        let (db, store) = seeded().await;
+        let sa = account(ACME, "sa-ci", t0(), 1);
+        insert(&store, &sa).await;
+        let k = key("slow");
+        store.claim(&k, &FP, t0(), ABANDON).await.unwrap();
+        // The first request is slow; a retry takes the abandoned claim over.
+        assert_eq!(
+            retry_after_a_crash(&store, &k).await,
+            IdempotencyClaim::Claimed
+        );
+        let late = credential(&sa, "cred-late", t0(), t0() + Duration::days(1), 10);
+        let outcome = store
+            .insert_within_cap(
+                &late,
+                CAP,
+                t0(),
+                &cred_event(&late, AuditAction::CredentialCreated, t0()),
+                Some(&completion(&k, t0(), "late")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, CapOutcome::ClaimLost);
+        assert!(
+            CredentialStore::get(&store, &org_id(ACME), &sa.id, &late.id)
+                .await
+                .unwrap()
+                .is_none(),
+            "rolled back with the record"
+        );
+        let other = account(ACME, "sa-late", t0(), 2);
+        let result = store
+            .insert(
+                &other,
+                &event(&other, AuditAction::ServiceAccountCreated, t0()),
+                Some(&completion(&k, t0(), "late")),
+            )
+            .await;
+        assert!(matches!(result, Err(InsertError::ClaimLost)), "{result:?}");
+        assert_eq!(db.audit_events().await.len(), 1, "only the first account");
+        // The claim that took over is untouched and still in progress.
+        assert_eq!(
+            store
+                .claim(&k, &FP, t0() + ABANDON + Duration::seconds(2), ABANDON)
+                .await
+                .unwrap(),
+            IdempotencyClaim::InProgress
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_create_writes_no_record() {
+        let (_db, store) = seeded().await;
+        let sa = account(ACME, "sa-ci", t0(), 1);
+        insert(&store, &sa).await;
+        let k = key("dup");
+        store.claim(&k, &FP, t0(), ABANDON).await.unwrap();
+        let result = store
+            .insert(
+                &sa,
+                &event(&sa, AuditAction::ServiceAccountCreated, t0()),
+                Some(&completion(&k, t0(), "never")),
+            )
+            .await;
+        assert!(matches!(result, Err(InsertError::Duplicate)));
+        // Still the unfinished claim: the 409 is recorded on its own afterwards.
+        assert_eq!(
+            store
+                .claim(&k, &FP, t0() + Duration::seconds(1), ABANDON)
+                .await
+                .unwrap(),
+            IdempotencyClaim::InProgress
+        );
     }
 }
 

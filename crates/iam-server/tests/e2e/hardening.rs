@@ -496,3 +496,68 @@ async fn a_revocation_names_the_issuer_and_outlives_any_exp() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_failure_between_create_and_record_cannot_make_a_retry_create_twice() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    server.create_sa(&admin, "sa-ci").await;
+    // Fault injection: the first time a response is recorded for an idempotency key, the
+    // database refuses (as if the server had died right after the create committed, before
+    // the record was written, in a flow that wrote them apart).
+    server
+        .db
+        .execute(
+            "CREATE SEQUENCE record_attempts; \
+             CREATE FUNCTION fail_first_record() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF NEW.completed_at IS NOT NULL AND OLD.completed_at IS NULL \
+                  AND nextval('record_attempts') = 1 THEN \
+                 RAISE EXCEPTION 'injected failure while recording the response'; \
+               END IF; \
+               RETURN NEW; \
+             END $$; \
+             CREATE TRIGGER fail_first_record BEFORE UPDATE ON idempotency_keys \
+               FOR EACH ROW EXECUTE FUNCTION fail_first_record();",
+        )
+        .await;
+    let path = format!("{BASE}/sa-ci/credentials");
+    let empty = json!({});
+    let create = || {
+        server.call(
+            Method::POST,
+            &path,
+            Some(&admin),
+            Some(&empty),
+            &[("idempotency-key", "once-only")],
+        )
+    };
+    let first = create().await;
+    assert!(
+        first.status.is_server_error(),
+        "{}: {}",
+        first.status,
+        first.text
+    );
+    assert!(
+        !first.text.contains("plt_cs_"),
+        "no secret without its record"
+    );
+    let count = || async {
+        server.get(&path, &admin).await.json()["credentials"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count().await, 0, "the create rolled back with its record");
+
+    // The client retries (after the abandonment time, in case the claim was left behind).
+    server.clock.advance(Duration::seconds(61));
+    let retry = create().await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text);
+    let again = create().await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json()["clientSecret"], retry.json()["clientSecret"]);
+    assert_eq!(count().await, 1, "created exactly once");
+}
