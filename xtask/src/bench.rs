@@ -105,7 +105,13 @@ pub fn run_bench(workspace: &Workspace, args: &[&str]) -> Result<()> {
 
     progress("preparing the server's database (migrate, directory apply, token mint)");
     run_quiet(&mut server.command(&["migrate"]))?;
-    run_quiet(&mut server.command(&["directory", "apply", EXAMPLE_DIRECTORY]))?;
+    run_quiet(&mut server.command(&[
+        "directory",
+        "apply",
+        EXAMPLE_DIRECTORY,
+        "--actor",
+        "xtask-bench",
+    ]))?;
     let token = server.admin_token()?;
     progress(&format!("pgbench -i -s {PGBENCH_SCALE}"));
     run_quiet(

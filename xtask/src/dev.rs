@@ -38,7 +38,13 @@ pub fn run_dev(workspace: &Workspace) -> Result<()> {
         state_dir: &state_dir,
     };
     run(&mut server.command(["migrate"]))?;
-    run(&mut server.command(["directory", "apply", EXAMPLE_DIRECTORY]))?;
+    run(&mut server.command([
+        "directory",
+        "apply",
+        EXAMPLE_DIRECTORY,
+        "--actor",
+        "xtask-dev",
+    ]))?;
     let token = stdout_of(&mut server.command([
         "token",
         "mint",

@@ -57,7 +57,7 @@ Runs iam-server locally, ready for curl:
   2. builds iam-server and runs, with IAM_MODE=development and
      IAM_DEV_STATE_DIR=.iam-dev:
        iam-server migrate
-       iam-server directory apply docs/examples/directory.toml
+       iam-server directory apply docs/examples/directory.toml --actor xtask-dev
        iam-server token mint --tenant org-acme --sub alice@acme.example ...
   3. saves the admin token to .iam-dev/admin-token and prints how to use it
      (export TOKEN=$(cat .iam-dev/admin-token));

@@ -30,6 +30,9 @@ pub enum AuditAction {
     CredentialCreated,
     /// A credential was deleted.
     CredentialDeleted,
+    /// An operator applied a directory file that changed an organization, its policy, its
+    /// projects or its roles (`iam-server directory apply`).
+    DirectoryApplied,
 }
 
 impl AuditAction {
@@ -41,6 +44,7 @@ impl AuditAction {
             AuditAction::ServiceAccountDeleted => "service_account.delete",
             AuditAction::CredentialCreated => "credential.create",
             AuditAction::CredentialDeleted => "credential.delete",
+            AuditAction::DirectoryApplied => "directory.apply",
         }
     }
 }
@@ -56,8 +60,9 @@ pub struct AuditEvent {
     pub action: AuditAction,
     /// The resource, as its path below the API base (`service-accounts/sa-ci`).
     pub resource: String,
-    /// Names of the fields that changed (updates only).
-    pub changed_fields: Vec<&'static str>,
+    /// What changed: names of the fields an update changed; for a directory apply, one entry
+    /// per change (`+projects/web`, `~policy.maxActiveCredentials`, `-roles/x`).
+    pub changed_fields: Vec<String>,
     /// The request that did it.
     pub request_id: String,
     /// Where the request came from.

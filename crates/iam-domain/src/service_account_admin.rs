@@ -522,7 +522,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             actor: caller.subject.clone(),
             action,
             resource: resource_name(&account.id),
-            changed_fields,
+            changed_fields: changed_fields.into_iter().map(str::to_owned).collect(),
             request_id: context.request_id.clone(),
             source_ip: context.source_ip,
             at: account.updated_at,

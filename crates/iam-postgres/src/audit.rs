@@ -28,7 +28,11 @@ impl<'a> From<&'a AuditEvent> for NewAuditEventRow<'a> {
             actor: &event.actor,
             action: event.action.as_str(),
             resource: &event.resource,
-            changed_fields: event.changed_fields.iter().copied().map(Some).collect(),
+            changed_fields: event
+                .changed_fields
+                .iter()
+                .map(|field| Some(field.as_str()))
+                .collect(),
             request_id: &event.request_id,
             source_ip: event.source_ip.map(|ip| ip.to_string()),
             occurred_at: event.at,

@@ -9,13 +9,18 @@ use diesel::prelude::*;
 use diesel::query_dsl::methods;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use iam_domain::audit::{AuditAction, AuditEvent};
 use iam_domain::organization::{OrgPolicy, OrgSlug, Organization};
 use iam_domain::ports::{Directory, StoreError};
 use iam_domain::resource_id::{OrgId, ProjectId};
 use iam_domain::role::RoleSlug;
 use iam_domain::scope::Scope;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 
+/// The advisory lock that serializes directory applies (any constant unique to this use).
+const DIRECTORY_APPLY_LOCK: i64 = 0x1a3d_1ec7_0001;
+
+use crate::audit;
 use crate::error::{DbError, corrupt};
 use crate::schema::{organizations, projects, roles};
 use crate::store::PgStore;
@@ -64,6 +69,17 @@ pub struct ApplySummary {
     pub projects_pruned: u64,
     /// Roles deleted because the file no longer lists them (`prune` only).
     pub roles_pruned: u64,
+}
+
+/// Who applies a directory file, and when: what its audit events record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// The actor of the events (`operator:{name}`).
+    pub actor: String,
+    /// Shared by every event of one apply (stored as the events' request id).
+    pub run_id: String,
+    /// When the apply ran.
+    pub at: OffsetDateTime,
 }
 
 /// An `organizations` row.
@@ -179,6 +195,7 @@ fn count(rows: usize) -> u64 {
 
 /// The rows one [`OrganizationSpec`] asks for.
 struct SpecRows {
+    org: OrgId,
     organization: OrganizationRow,
     projects: Vec<ProjectRow>,
     roles: Vec<RoleRow>,
@@ -208,11 +225,126 @@ impl SpecRows {
             })
             .collect();
         Ok(Self {
+            org: spec.organization.id.clone(),
             organization,
             projects,
             roles,
         })
     }
+}
+
+/// An organization as stored before an apply: its row, projects and roles.
+struct Stored {
+    organization: Option<OrganizationRow>,
+    projects: Vec<ProjectRow>,
+    roles: Vec<RoleRow>,
+}
+
+async fn stored(conn: &mut AsyncPgConnection, org_id: &str) -> QueryResult<Stored> {
+    let organization = organizations::table
+        .find(org_id)
+        .select(OrganizationRow::as_select())
+        .first::<OrganizationRow>(conn)
+        .await
+        .optional()?;
+    let projects = projects::table
+        .filter(projects::org_id.eq(org_id))
+        .select(ProjectRow::as_select())
+        .load::<ProjectRow>(conn)
+        .await?;
+    let roles = roles::table
+        .filter(roles::org_id.eq(org_id))
+        .select(RoleRow::as_select())
+        .load::<RoleRow>(conn)
+        .await?;
+    Ok(Stored {
+        organization,
+        projects,
+        roles,
+    })
+}
+
+/// What applying `wanted` (with `prune` or not) changes in `before`, one entry per change:
+/// `+organization` for a new organization, `~slug` and `~policy.{field}` for changed fields,
+/// `+projects/{id}`, `~projects/{id}`, `-projects/{id}` (pruned) and the same for
+/// `roles/{slug}`. Empty when the apply changes nothing.
+fn changes(before: &Stored, wanted: &SpecRows, prune: bool) -> Vec<String> {
+    let mut changes = Vec::new();
+    let org = &wanted.organization;
+    match &before.organization {
+        None => changes.push("+organization".to_owned()),
+        Some(old) => {
+            let scopes = |row: &OrganizationRow| -> BTreeSet<Option<String>> {
+                row.allowed_scopes.iter().cloned().collect()
+            };
+            for (changed, field) in [
+                (old.slug != org.slug, "~slug"),
+                (scopes(old) != scopes(org), "~policy.allowedScopes"),
+                (
+                    old.credential_default_lifetime_seconds
+                        != org.credential_default_lifetime_seconds,
+                    "~policy.credentialDefaultLifetime",
+                ),
+                (
+                    old.credential_max_lifetime_seconds != org.credential_max_lifetime_seconds,
+                    "~policy.credentialMaxLifetime",
+                ),
+                (
+                    old.max_active_credentials != org.max_active_credentials,
+                    "~policy.maxActiveCredentials",
+                ),
+            ] {
+                if changed {
+                    changes.push(field.to_owned());
+                }
+            }
+        }
+    }
+    let projects = |p: &ProjectRow| (p.id.clone(), p.display_name.clone());
+    changes.extend(diff(
+        "projects",
+        &before.projects.iter().map(projects).collect::<Vec<_>>(),
+        &wanted.projects.iter().map(projects).collect::<Vec<_>>(),
+        prune,
+    ));
+    let roles = |r: &RoleRow| (r.slug.clone(), r.description.clone());
+    changes.extend(diff(
+        "roles",
+        &before.roles.iter().map(roles).collect::<Vec<_>>(),
+        &wanted.roles.iter().map(roles).collect::<Vec<_>>(),
+        prune,
+    ));
+    changes
+}
+
+/// The `+`/`~`/`-` entries of one collection of `(key, value)` pairs.
+fn diff(
+    collection: &str,
+    before: &[(String, Option<String>)],
+    wanted: &[(String, Option<String>)],
+    prune: bool,
+) -> Vec<String> {
+    let old: std::collections::HashMap<&str, &Option<String>> =
+        before.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut entries: Vec<String> = wanted
+        .iter()
+        .filter_map(|(key, value)| match old.get(key.as_str()) {
+            None => Some(format!("+{collection}/{key}")),
+            Some(current) if *current != value => Some(format!("~{collection}/{key}")),
+            Some(_) => None,
+        })
+        .collect();
+    if prune {
+        let kept: HashSet<&str> = wanted.iter().map(|(k, _)| k.as_str()).collect();
+        let mut pruned: Vec<&str> = before
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !kept.contains(k))
+            .collect();
+        pruned.sort_unstable();
+        entries.extend(pruned.into_iter().map(|k| format!("-{collection}/{k}")));
+    }
+    entries
 }
 
 /// Inserts or updates `org`; returns 1 when a row was written, 0 when it already matched.
@@ -322,6 +454,12 @@ impl PgStore {
     /// Idempotent: applying the same specs again changes nothing (not even `updated_at`).
     /// `created_at`/`updated_at` of organizations come from the database clock.
     ///
+    /// Every organization the apply changes gets one audit event (action `directory.apply`,
+    /// actor and request id from `operator`, resource `organizations/{id}`, the changes as
+    /// [`changes`] names them) in the same transaction; an apply that changes nothing writes
+    /// none. Concurrent applies are serialized (a transaction-scoped advisory lock), so each
+    /// event describes exactly what its apply changed.
+    ///
     /// # Errors
     /// [`StoreError::Unexpected`] when a spec lists a project or role twice, or the database
     /// refuses a row (for example a slug already used by another organization); nothing is
@@ -330,6 +468,7 @@ impl PgStore {
         &self,
         specs: &[OrganizationSpec],
         prune: bool,
+        operator: &Operator,
     ) -> Result<ApplySummary, StoreError> {
         let specs = specs
             .iter()
@@ -338,8 +477,14 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let summary = conn
             .transaction::<_, diesel::result::Error, _>(async |conn| {
+                diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                    .bind::<diesel::sql_types::BigInt, _>(DIRECTORY_APPLY_LOCK)
+                    .execute(conn)
+                    .await?;
                 let mut summary = ApplySummary::default();
                 for rows in &specs {
+                    let before = stored(conn, &rows.organization.id).await?;
+                    let changes = changes(&before, rows, prune);
                     summary.organizations_upserted +=
                         count(upsert_organization(conn, &rows.organization).await?);
                     summary.projects_upserted +=
@@ -349,6 +494,19 @@ impl PgStore {
                         let (projects, roles) = self::prune(conn, rows).await?;
                         summary.projects_pruned += count(projects);
                         summary.roles_pruned += count(roles);
+                    }
+                    if !changes.is_empty() {
+                        let event = AuditEvent {
+                            resource: format!("organizations/{}", rows.org),
+                            tenant: rows.org.clone(),
+                            actor: operator.actor.clone(),
+                            action: AuditAction::DirectoryApplied,
+                            changed_fields: changes,
+                            request_id: operator.run_id.clone(),
+                            source_ip: None,
+                            at: operator.at,
+                        };
+                        audit::record(conn, &event).await?;
                     }
                 }
                 Ok(summary)

@@ -44,7 +44,7 @@ pub mod test_support;
 mod token_store;
 mod usage;
 
-pub use directory::{ApplySummary, OrganizationSpec, ProjectSpec, RoleSpec};
+pub use directory::{ApplySummary, Operator, OrganizationSpec, ProjectSpec, RoleSpec};
 pub use error::MigrationError;
 pub use migrations::{MIGRATIONS, latest_embedded_version, run_migrations};
 pub use pool::{PgConfig, PgPool, PgPoolStatus, PoolBuildError};

@@ -31,8 +31,10 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Text};
 use diesel_async::pooled_connection::ManagerConfig;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use iam_domain::audit::AuditAction;
 use time::OffsetDateTime;
 
+use crate::directory::Operator;
 use crate::migrations::run_migrations;
 use crate::pool::{PgConfig, PgPool};
 use crate::schema::audit_events;
@@ -190,18 +192,38 @@ impl TestDatabase {
     /// # Panics
     /// When the statements fail.
     pub async fn execute(&self, sql: &str) {
-        use diesel_async::SimpleAsyncConnection as _;
         let mut conn = self.connection().await;
         conn.batch_execute(sql)
             .await
             .unwrap_or_else(|e| panic!("cannot execute {sql:?}: {e}"));
     }
 
-    /// Every audit event stored in this database, oldest first.
+    /// The audit events of service accounts and credentials (what the API writes), oldest
+    /// first; the events of directory applies are [`Self::directory_audit_events`].
     ///
     /// # Panics
     /// When the query fails.
     pub async fn audit_events(&self) -> Vec<AuditRecord> {
+        self.all_audit_events()
+            .await
+            .into_iter()
+            .filter(|event| event.action != AuditAction::DirectoryApplied.as_str())
+            .collect()
+    }
+
+    /// The audit events of directory applies (`directory.apply`), oldest first.
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn directory_audit_events(&self) -> Vec<AuditRecord> {
+        self.all_audit_events()
+            .await
+            .into_iter()
+            .filter(|event| event.action == AuditAction::DirectoryApplied.as_str())
+            .collect()
+    }
+
+    async fn all_audit_events(&self) -> Vec<AuditRecord> {
         let mut conn = self.connection().await;
         let rows = audit_events::table
             .order(audit_events::id.asc())
@@ -222,6 +244,20 @@ impl TestDatabase {
                 occurred_at: row.occurred_at,
             })
             .collect()
+    }
+
+    /// What a test's directory apply records as its operator.
+    pub fn operator() -> Operator {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test support: the real time is fine"
+        )]
+        let at = OffsetDateTime::now_utc();
+        Operator {
+            actor: "operator:test".into(),
+            run_id: format!("directory-apply-{}", uuid::Uuid::new_v4().simple()),
+            at: iam_domain::ports::to_storage_precision(at),
+        }
     }
 }
 

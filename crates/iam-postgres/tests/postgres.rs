@@ -90,6 +90,7 @@ async fn seeded() -> (TestDatabase, PgStore) {
                 org_spec(OTHER, &["web"], &["admin"]),
             ],
             false,
+            &TestDatabase::operator(),
         )
         .await
         .unwrap();
@@ -421,7 +422,7 @@ mod service_accounts {
             AuditAction::ServiceAccountUpdated,
             t0() + Duration::seconds(1),
         );
-        update_event.changed_fields = vec!["status"];
+        update_event.changed_fields = vec!["status".to_owned()];
         update_event.source_ip = None;
         store
             .update(&updated, Revision::FIRST, &update_event)
@@ -2409,7 +2410,10 @@ mod directory {
         acme.roles[0].description = Some("tenant administrators".into());
         let specs = [acme, org_spec(OTHER, &[], &["admin"])];
 
-        let first = store.apply_directory(&specs, false).await.unwrap();
+        let first = store
+            .apply_directory(&specs, false, &TestDatabase::operator())
+            .await
+            .unwrap();
         assert_eq!(
             first,
             ApplySummary {
@@ -2423,7 +2427,10 @@ mod directory {
         let after_first = snapshot(&db).await;
         assert_eq!(after_first.len(), 7);
 
-        let second = store.apply_directory(&specs, true).await.unwrap();
+        let second = store
+            .apply_directory(&specs, true, &TestDatabase::operator())
+            .await
+            .unwrap();
         assert_eq!(second, ApplySummary::default());
         assert_eq!(snapshot(&db).await, after_first);
 
@@ -2441,7 +2448,11 @@ mod directory {
         let mut acme = org_spec(ACME, &["web"], &["admin"]);
         acme.projects[0].display_name = Some("Website".into());
         let summary = store
-            .apply_directory(std::slice::from_ref(&acme), false)
+            .apply_directory(
+                std::slice::from_ref(&acme),
+                false,
+                &TestDatabase::operator(),
+            )
             .await
             .unwrap();
         assert_eq!(summary.projects_upserted, 1, "display name changed");
@@ -2452,7 +2463,7 @@ mod directory {
 
         // With prune, they go; the other organization is untouched.
         let summary = store
-            .apply_directory(std::slice::from_ref(&acme), true)
+            .apply_directory(std::slice::from_ref(&acme), true, &TestDatabase::operator())
             .await
             .unwrap();
         assert_eq!(summary.projects_pruned, 1);
@@ -2478,11 +2489,102 @@ mod directory {
     }
 
     #[tokio::test]
+    async fn every_apply_that_changes_an_organization_audits_what_changed() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let first = TestDatabase::operator();
+        let specs = [
+            org_spec(ACME, &["web", "db"], &["admin", "compute.deployer"]),
+            org_spec(OTHER, &[], &["admin"]),
+        ];
+        store.apply_directory(&specs, false, &first).await.unwrap();
+        let events = db.directory_audit_events().await;
+        assert_eq!(events.len(), 2, "one per organization");
+        assert_eq!(events[0].org_id, ACME);
+        assert_eq!(events[0].action, "directory.apply");
+        assert_eq!(events[0].actor, "operator:test");
+        assert_eq!(events[0].resource, format!("organizations/{ACME}"));
+        assert_eq!(events[0].request_id, first.run_id);
+        assert_eq!(events[0].occurred_at, first.at);
+        assert_eq!(events[0].source_ip, None);
+        assert_eq!(
+            events[0].changed_fields,
+            [
+                "+organization",
+                "+projects/web",
+                "+projects/db",
+                "+roles/admin",
+                "+roles/compute.deployer"
+            ]
+        );
+        assert_eq!(events[1].changed_fields, ["+organization", "+roles/admin"]);
+        assert!(db.audit_events().await.is_empty(), "no API events");
+
+        // The same file again: nothing changes, nothing is audited.
+        store
+            .apply_directory(&specs, true, &TestDatabase::operator())
+            .await
+            .unwrap();
+        assert_eq!(db.directory_audit_events().await.len(), 2);
+
+        // A policy change, a renamed project, a new role and prune: one event for acme.
+        let mut acme = org_spec(ACME, &["web"], &["admin", "storage.reader"]);
+        acme.organization.policy = OrgPolicy::new(
+            BTreeSet::from([Scope::Organization, Scope::Project]),
+            Duration::days(90),
+            Duration::days(365),
+            7,
+        )
+        .unwrap();
+        acme.projects[0].display_name = Some("Website".into());
+        let third = TestDatabase::operator();
+        store
+            .apply_directory(std::slice::from_ref(&acme), true, &third)
+            .await
+            .unwrap();
+        let events = db.directory_audit_events().await;
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].request_id, third.run_id);
+        assert_eq!(
+            events[2].changed_fields,
+            [
+                "~policy.maxActiveCredentials",
+                "~projects/web",
+                "-projects/db",
+                "+roles/storage.reader",
+                "-roles/compute.deployer"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_apply_audits_nothing() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        // The second organization takes the first one's slug: refused by the database after
+        // the first organization's rows and event were written, so both roll back.
+        let acme = org_spec(ACME, &["web"], &[]);
+        let mut other = org_spec(OTHER, &["web"], &[]);
+        other.organization.slug = acme.organization.slug.clone();
+        let specs = [acme, other];
+        assert!(
+            store
+                .apply_directory(&specs, false, &TestDatabase::operator())
+                .await
+                .is_err()
+        );
+        assert!(db.directory_audit_events().await.is_empty());
+        assert_eq!(store.organization(&org_id(ACME)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn a_spec_listing_a_project_twice_is_refused_and_changes_nothing() {
         let db = TestDatabase::create().await;
         let store = db.store();
         let spec = org_spec(ACME, &["web", "web"], &[]);
-        let result = store.apply_directory(&[spec], false).await;
+        let result = store
+            .apply_directory(&[spec], false, &TestDatabase::operator())
+            .await;
         assert!(
             matches!(result, Err(StoreError::Unexpected(_))),
             "{result:?}"

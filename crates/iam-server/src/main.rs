@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use iam_domain::ports::Clock as _;
 use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope};
-use iam_postgres::PgStore;
+use iam_postgres::{Operator, PgStore};
 use iam_server::clock::SystemClock;
 use iam_server::config::Config;
 use iam_server::token::MintRequest;
@@ -50,6 +50,10 @@ enum DirectoryAction {
         /// Also delete projects and roles of the listed organizations that the file omits.
         #[arg(long)]
         prune: bool,
+        /// Who is applying it, for the audit events (recorded as `operator:NAME`); default:
+        /// the login name ($USER, else $LOGNAME).
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
     },
 }
 
@@ -92,6 +96,26 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command, config))
 }
 
+/// The operator of a `directory apply`: `operator:{name}` with `name` from `--actor`, else
+/// the login name, and a fresh run id shared by the apply's audit events.
+fn operator(actor: Option<String>) -> anyhow::Result<Operator> {
+    let name = actor
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .context("say who applies the directory: --actor NAME (no $USER or $LOGNAME is set)")?;
+    anyhow::ensure!(
+        name.chars().count() <= 200 && !name.chars().any(char::is_control),
+        "--actor must be at most 200 characters without control characters"
+    );
+    Ok(Operator {
+        actor: format!("operator:{name}"),
+        run_id: format!("directory-apply-{}", uuid::Uuid::new_v4().simple()),
+        at: SystemClock.now_micros(),
+    })
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
@@ -111,16 +135,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!(count = applied.len(), versions = ?applied, "migrations applied");
         }
         Command::Directory {
-            action: DirectoryAction::Apply { file, prune },
+            action: DirectoryAction::Apply { file, prune, actor },
         } => {
+            let operator = operator(actor)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let specs =
                 directory_file::parse(&text).with_context(|| format!("in {}", file.display()))?;
             let summary = PgStore::connect(&config.pg()?)?
-                .apply_directory(&specs, prune)
+                .apply_directory(&specs, prune, &operator)
                 .await?;
-            tracing::info!(?summary, file = %file.display(), "directory applied");
+            tracing::info!(
+                ?summary,
+                file = %file.display(),
+                actor = %operator.actor,
+                run = %operator.run_id,
+                "directory applied"
+            );
         }
         Command::Token {
             action:

@@ -615,11 +615,7 @@ fn pg_dump(url: &str) -> String {
 /// any secret or any 16-character fragment of one.
 #[tokio::test]
 async fn no_secret_reaches_logs_the_database_or_any_other_response() {
-    let db = iam_postgres::test_support::TestDatabase::create().await;
-    let specs =
-        iam_server::directory_file::parse(include_str!("../../../../docs/examples/directory.toml"))
-            .unwrap();
-    db.store().apply_directory(&specs, false).await.unwrap();
+    let db = TestServer::demo_database().await;
     let mut server = BinaryServer::new(
         db.url(),
         &[("IAM_LOG", "trace"), ("IAM_LOG_FORMAT", "json")],

@@ -121,14 +121,24 @@ async fn the_binary_migrates_applies_mints_serves_and_stops_on_sigterm() {
     let db = iam_postgres::test_support::TestDatabase::create_unmigrated().await;
     let mut server = BinaryServer::new(db.url(), &[]);
     server.run(&["migrate"]);
-    server.run(&[
-        "directory",
-        "apply",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/examples/directory.toml"
-        ),
-    ]);
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/directory.toml"
+    );
+    server.run(&["directory", "apply", file, "--actor", "ops-alice"]);
+    // Audited: one event per organization, by the operator, in one run.
+    let events = db.directory_audit_events().await;
+    assert!(!events.is_empty());
+    for event in &events {
+        assert_eq!(event.actor, "operator:ops-alice");
+        assert_eq!(event.action, "directory.apply");
+        assert_eq!(event.request_id, events[0].request_id);
+        assert!(event.request_id.starts_with("directory-apply-"));
+        assert_eq!(event.changed_fields[0], "+organization");
+    }
+    // Applying it again changes nothing and audits nothing.
+    server.run(&["directory", "apply", file, "--actor", "ops-alice"]);
+    assert_eq!(db.directory_audit_events().await.len(), events.len());
     let token = server.run(&[
         "token", "mint", "--tenant", "org-acme", "--sub", "ops", "--roles", "admin",
     ]);

@@ -97,6 +97,22 @@ impl TestServer {
         Self::start_with(&[]).await
     }
 
+    /// A fresh database with the demo directory (`docs/examples/directory.toml`).
+    pub async fn demo_database() -> TestDatabase {
+        let db = TestDatabase::create().await;
+        Self::apply_demo_directory(&db).await;
+        db
+    }
+
+    async fn apply_demo_directory(db: &TestDatabase) {
+        let specs = directory_file::parse(include_str!("../../../../docs/examples/directory.toml"))
+            .unwrap();
+        db.store()
+            .apply_directory(&specs, false, &TestDatabase::operator())
+            .await
+            .unwrap();
+    }
+
     pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
         let db = TestDatabase::create().await;
         let state_dir =
@@ -112,9 +128,7 @@ impl TestServer {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = Config::from_env(|k| env.get(k).cloned()).unwrap();
-        let specs = directory_file::parse(include_str!("../../../../docs/examples/directory.toml"))
-            .unwrap();
-        db.store().apply_directory(&specs, false).await.unwrap();
+        Self::apply_demo_directory(&db).await;
 
         let clock = TestClock::new();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
