@@ -6,13 +6,15 @@
 //! secrecy. At rest only `HMAC-SHA256(pepper, secret)` is kept ([`SecretHasher`]).
 //!
 //! The plaintext lives only in [`ClientSecret`], whose `Debug` is redacted and whose memory is
-//! zeroed on drop; it is shown once, in the response that creates the credential.
+//! zeroed on drop (as are the buffers it is built in); it is shown once, in the response that
+//! creates the credential.
 
 use std::fmt;
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::resource_id::CredentialId;
 
@@ -25,14 +27,17 @@ pub const CHECKSUM_LEN: usize = 6;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// Big-endian `bytes` as a base62 number of exactly `width` digits (left-padded with `0`).
-/// `width` must be large enough for the value; callers use fixed sizes that are.
-fn base62(bytes: &[u8], width: usize) -> String {
-    // Little-endian base-62 digits of the number, by schoolbook long multiplication.
-    let mut digits: Vec<u8> = Vec::with_capacity(width);
+/// Big-endian `bytes` as a base62 number of exactly `width` digits (left-padded with `0`),
+/// appended to `out`. `width` must be large enough for the value; callers use fixed sizes
+/// that are. The working digits are zeroed when done (they are the secret, re-encoded), and
+/// callers give `out` room enough that it never reallocates (which would leave a copy).
+fn push_base62(out: &mut String, bytes: &[u8], width: usize) {
+    // Little-endian base-62 digits of the number, by schoolbook long multiplication; one
+    // more digit than the width of the largest input, so it never reallocates either.
+    let mut digits: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(width + 1));
     for &byte in bytes {
         let mut carry = u32::from(byte);
-        for digit in &mut digits {
+        for digit in digits.iter_mut() {
             carry += u32::from(*digit) * 256;
             *digit = u8::try_from(carry % 62).unwrap_or(0);
             carry /= 62;
@@ -42,12 +47,21 @@ fn base62(bytes: &[u8], width: usize) -> String {
             carry /= 62;
         }
     }
-    digits.resize(width.max(digits.len()), 0);
-    digits
-        .iter()
-        .rev()
-        .map(|&d| char::from(BASE62[usize::from(d)]))
-        .collect()
+    let len = width.max(digits.len());
+    digits.resize(len, 0);
+    out.extend(
+        digits
+            .iter()
+            .rev()
+            .map(|&d| char::from(BASE62[usize::from(d)])),
+    );
+}
+
+/// Big-endian `bytes` as exactly `width` base62 digits (see [`push_base62`]).
+fn base62(bytes: &[u8], width: usize) -> String {
+    let mut out = String::with_capacity(width);
+    push_base62(&mut out, bytes, width);
+    out
 }
 
 fn checksum(prefix_and_random: &str) -> String {
@@ -88,15 +102,28 @@ pub fn check_format(raw: &str) -> Result<CredentialId, MalformedSecret> {
 }
 
 /// A plaintext client secret. `Debug` is redacted; the text is reachable only through
-/// [`ClientSecret::expose`], which the one response that shows it calls.
+/// [`ClientSecret::expose`], which the one response that shows it calls. Its memory is zeroed
+/// when it is dropped, and so is every buffer it was made in.
 pub struct ClientSecret(SecretString);
+
+/// Dropping a [`ClientSecret`] drops its [`SecretString`], which zeroes the text.
+impl ZeroizeOnDrop for ClientSecret {}
 
 impl ClientSecret {
     /// The secret of credential `id` made from 32 random bytes.
+    ///
+    /// The text is built in one buffer sized for it up front (so it never reallocates and
+    /// leaves no stray copy), copied into the secret, and zeroed.
     pub fn generate(id: &CredentialId, random: &[u8; 32]) -> Self {
-        let signed = format!("{PREFIX}{id}_{}", base62(random, RANDOM_LEN));
-        let secret = format!("{signed}{}", checksum(&signed));
-        Self(SecretString::from(secret))
+        let len = PREFIX.len() + id.as_str().len() + 1 + RANDOM_LEN + CHECKSUM_LEN;
+        let mut text = Zeroizing::new(String::with_capacity(len));
+        text.push_str(PREFIX);
+        text.push_str(id.as_str());
+        text.push('_');
+        push_base62(&mut text, random, RANDOM_LEN);
+        let sum = checksum(&text);
+        text.push_str(&sum);
+        Self(SecretString::from(text.as_str()))
     }
 
     /// Wraps a candidate presented by a client, after checking its format and checksum.
@@ -237,6 +264,20 @@ mod tests {
         ] {
             assert!(check_format(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn plaintext_secrets_and_their_random_bytes_are_zeroed_on_drop() {
+        fn zeroed_on_drop<T: ZeroizeOnDrop>() {}
+        zeroed_on_drop::<ClientSecret>();
+        zeroed_on_drop::<Zeroizing<[u8; 32]>>();
+        // The one-buffer build is exact: no reallocation can have left a copy behind.
+        let secret = ClientSecret::generate(&id(), &[0xff; 32]);
+        let len = PREFIX.len() + id().as_str().len() + 1 + RANDOM_LEN + CHECKSUM_LEN;
+        assert_eq!(secret.expose().len(), len);
+        let mut digits = String::with_capacity(RANDOM_LEN);
+        push_base62(&mut digits, &[0xff; 32], RANDOM_LEN);
+        assert_eq!(digits.capacity(), RANDOM_LEN, "no reallocation");
     }
 
     #[test]

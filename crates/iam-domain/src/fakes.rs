@@ -490,9 +490,9 @@ impl IdGenerator for SeqIds {
         format!("{n:0>16}").replace('0', "a")
     }
 
-    fn secret_bytes(&self) -> Result<[u8; 32], RandomnessUnavailable> {
+    fn secret_bytes(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, RandomnessUnavailable> {
         let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut bytes = [0u8; 32];
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
         bytes[..8].copy_from_slice(&n.to_be_bytes());
         Ok(bytes)
     }

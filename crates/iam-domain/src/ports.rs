@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use crate::audit::AuditEvent;
 use crate::credential::{Credential, CredentialFilter};
@@ -60,11 +61,11 @@ pub trait IdGenerator: Send + Sync + 'static {
     fn uid(&self) -> Uuid;
     /// 16 random characters of lowercase RFC 4648 base32 (`a-z`, `2-7`), 80 bits.
     fn random_suffix(&self) -> String;
-    /// 32 bytes from the operating system's CSPRNG, for a client secret.
+    /// 32 bytes from the operating system's CSPRNG, for a client secret (zeroed on drop).
     ///
     /// # Errors
     /// [`RandomnessUnavailable`] when the OS random source fails.
-    fn secret_bytes(&self) -> Result<[u8; 32], RandomnessUnavailable>;
+    fn secret_bytes(&self) -> Result<Zeroizing<[u8; 32]>, RandomnessUnavailable>;
 }
 
 /// Organizations, projects and role catalogs (managed by operators through the directory file).

@@ -6,17 +6,23 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, PRAGMA};
 use iam_domain::ports::StoredResponse;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 
 /// A response with its body already serialized. `Debug` leaves out the body (it may hold a
-/// client secret).
+/// client secret), and the body is zeroed when the reply is dropped unsent.
 #[derive(Clone)]
 pub struct Reply {
     status: StatusCode,
     headers: Vec<(HeaderName, String)>,
-    body: Vec<u8>,
+    body: Zeroizing<Vec<u8>>,
 }
+
+/// Room a JSON body gets up front: every body that carries a secret (a credential with its
+/// client secret, under 1 KiB) fits, so serializing it never reallocates and leaves no copy of
+/// the secret in freed memory.
+const INITIAL_BODY_CAPACITY: usize = 2048;
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,7 +39,8 @@ impl Reply {
     /// # Errors
     /// 500 if `value` cannot be serialized (a bug).
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Self, ApiError> {
-        let body = serde_json::to_vec(value).map_err(|e| {
+        let mut body = Zeroizing::new(Vec::with_capacity(INITIAL_BODY_CAPACITY));
+        serde_json::to_writer(&mut *body, value).map_err(|e| {
             tracing::error!(error = %e, "response serialization failed");
             ApiError::internal()
         })?;
@@ -50,7 +57,7 @@ impl Reply {
         Self {
             status: error.status(),
             headers: vec![(CONTENT_TYPE, "application/json".to_owned())],
-            body,
+            body: Zeroizing::new(body),
         }
     }
 
@@ -87,7 +94,7 @@ impl Reply {
                 .iter()
                 .map(|(n, v)| (n.as_str().to_owned(), v.clone()))
                 .collect(),
-            body: self.body.clone(),
+            body: self.body.to_vec(),
         }
     }
 
@@ -100,18 +107,49 @@ impl Reply {
                 .into_iter()
                 .filter_map(|(n, v)| HeaderName::try_from(n).ok().map(|n| (n, v)))
                 .collect(),
-            body: stored.body,
+            body: Zeroizing::new(stored.body),
         }
     }
 
     /// The HTTP response.
-    pub fn into_response(self) -> HttpResponse {
+    pub fn into_response(mut self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        for (name, value) in self.headers {
+        for (name, value) in std::mem::take(&mut self.headers) {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.append_header((name, value));
             }
         }
-        response.body(self.body)
+        // The bytes leave for the client: the framework owns (and frees) them from here.
+        response.body(std::mem::take(&mut *self.body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_sized_body_is_serialized_without_reallocating() {
+        let secret_bearing = serde_json::json!({
+            "selfLink": "/v1/regions/global/iam/service-accounts/".to_owned() + &"a".repeat(63)
+                + "/credentials/cred-abcdefghijklmnop",
+            "uid": "3f0c1d2e-0000-4000-8000-000000000000",
+            "id": "cred-abcdefghijklmnop",
+            "serviceAccountId": "a".repeat(63),
+            "status": "active",
+            "expiresAt": "2027-02-26T12:00:00.123456Z",
+            "createdBy": "x".repeat(255),
+            "createdAt": "2026-11-28T12:00:00.123456Z",
+            "lastUsedAt": null,
+            "lastUsedIp": null,
+            "clientSecret": format!("plt_cs_cred-abcdefghijklmnop_{}", "A".repeat(49)),
+        });
+        let reply = Reply::json(StatusCode::CREATED, &secret_bearing).unwrap();
+        assert!(
+            reply.body.len() < INITIAL_BODY_CAPACITY,
+            "{}",
+            reply.body.len()
+        );
+        assert_eq!(reply.body.capacity(), INITIAL_BODY_CAPACITY, "never grew");
     }
 }

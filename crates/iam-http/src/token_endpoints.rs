@@ -17,6 +17,7 @@ use iam_domain::{Grant, MintError, Narrowing, PrincipalKind, RoleSlug, Scope};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::AppState;
 use crate::body::{self, Fields, Presence};
@@ -137,7 +138,8 @@ pub async fn mint<A: Adapters>(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload).await?;
+    // The body holds the client secret: read into a buffer zeroed on drop.
+    let bytes = body::read_sensitive(&req, payload).await?;
     let map = body::object(&req, &bytes)?
         .ok_or_else(|| ApiError::bad_request(vec![ErrorDetail::reason("BODY_REQUIRED")]))?;
     let mut f = Fields::new(map);
@@ -152,7 +154,7 @@ pub async fn mint<A: Adapters>(
     );
     let grant_type = f.required_string("grant_type");
     let client_id = f.required_string("client_id");
-    let client_secret = f.required_string("client_secret");
+    let client_secret = f.required_string("client_secret").map(Zeroizing::new);
     let narrowing = match f.object("scope_narrowing") {
         Presence::Value(mut n) => {
             n.reject_unknown(&["scope", "scopeId", "roles"], &[]);
@@ -257,24 +259,69 @@ impl OAuthError {
 }
 
 /// `client_id:client_secret` of `Authorization: Basic`, each form-urlencoded (RFC 6749 §2.3.1).
-fn basic_credentials(req: &HttpRequest) -> Option<Result<(String, String), ()>> {
+/// Every buffer holding the secret is zeroed on drop.
+fn basic_credentials(req: &HttpRequest) -> Option<Result<(String, Secret), ()>> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let parse = || -> Option<(String, String)> {
-        let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let parse = || -> Option<(String, Secret)> {
+        let decoded = Zeroizing::new(STANDARD.decode(encoded.trim()).ok()?);
+        let decoded = std::str::from_utf8(&decoded).ok()?;
         let (id, secret) = decoded.split_once(':')?;
-        let unescape = |s: &str| {
-            web::Query::<Vec<(String, String)>>::from_query(&format!("v={s}"))
-                .ok()
-                .and_then(|q| q.into_inner().pop())
-                .map(|(_, v)| v)
-        };
-        Some((unescape(id)?, unescape(secret)?))
+        Some((form_decode(id)?.to_string(), form_decode(secret)?))
     };
     Some(parse().ok_or(()))
+}
+
+/// A client secret as this module holds it: zeroed on drop.
+type Secret = Zeroizing<String>;
+
+/// Decodes one `application/x-www-form-urlencoded` value (`+` is a space, `%XX` a byte) into a
+/// buffer zeroed on drop; `None` for a malformed escape or invalid UTF-8.
+fn form_decode(raw: &str) -> Option<Secret> {
+    fn hex(digit: u8) -> Option<u8> {
+        char::from(digit)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(raw.len()));
+    let mut rest = raw.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        rest = tail;
+        bytes.push(match first {
+            b'+' => b' ',
+            b'%' => {
+                let [high, low, tail @ ..] = rest else {
+                    return None;
+                };
+                rest = tail;
+                hex(*high)? << 4 | hex(*low)?
+            }
+            other => other,
+        });
+    }
+    let text = std::str::from_utf8(&bytes).ok()?;
+    Some(Zeroizing::new(text.to_owned()))
+}
+
+/// The name/value pairs of a form body; every value is zeroed on drop (one is the secret).
+struct FormPairs(Vec<(String, String)>);
+
+impl FormPairs {
+    /// Zeroes every value (what dropping does).
+    fn wipe(&mut self) {
+        for (_, value) in &mut self.0 {
+            value.zeroize();
+        }
+    }
+}
+
+impl Drop for FormPairs {
+    fn drop(&mut self) {
+        self.wipe();
+    }
 }
 
 /// The client id, secret and narrowing of an RFC 6749 §4.4 request, or the §5.2 error to
@@ -282,7 +329,7 @@ fn basic_credentials(req: &HttpRequest) -> Option<Result<(String, String), ()>> 
 fn oauth_request(
     req: &HttpRequest,
     bytes: &[u8],
-) -> Result<(String, String, Narrowing), OAuthError> {
+) -> Result<(String, Secret, Narrowing), OAuthError> {
     let form_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -303,7 +350,8 @@ fn oauth_request(
     let Ok(pairs) = web::Query::<Vec<(String, String)>>::from_query(text) else {
         return Err(invalid("the body is not a valid form"));
     };
-    let pairs = pairs.into_inner();
+    let pairs = FormPairs(pairs.into_inner());
+    let pairs = &pairs.0;
     let get = |name: &str| {
         let mut values = pairs
             .iter()
@@ -348,7 +396,7 @@ fn oauth_request(
                 "malformed Basic credentials",
             ));
         }
-        (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+        (None, Some(id), Some(secret)) => (id.to_owned(), Zeroizing::new(secret.to_owned())),
         (None, _, _) => {
             return Err(oauth_error(
                 StatusCode::UNAUTHORIZED,
@@ -399,7 +447,8 @@ pub async fn oauth2_token<A: Adapters>(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(payload).await?;
+    // The body may hold the client secret (client_secret_post): zeroed on drop.
+    let bytes = body::read_sensitive(&req, payload).await?;
     let (client_id, client_secret, narrowing) = match oauth_request(&req, &bytes) {
         Ok(request) => request,
         Err(refusal) => return Ok(refusal.response()),
@@ -526,4 +575,27 @@ pub async fn metadata<A: Adapters>(state: web::Data<AppState<A>>) -> HttpRespons
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "response_types_supported": [],
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_decode_into_zeroizing_buffers() {
+        let decoded: Secret = form_decode("a%2Bb+c%3A%25").unwrap();
+        assert_eq!(decoded.as_str(), "a+b c:%");
+        assert_eq!(form_decode("plt_cs_x").unwrap().as_str(), "plt_cs_x");
+        for malformed in ["%", "%4", "%zz", "%ff"] {
+            assert!(form_decode(malformed).is_none(), "{malformed}");
+        }
+    }
+
+    #[test]
+    fn form_pairs_zero_their_values_when_dropped() {
+        let mut pairs = FormPairs(vec![("client_secret".into(), "plt_cs_secret".into())]);
+        // What dropping runs, observed before the memory is released.
+        pairs.wipe();
+        assert!(pairs.0[0].1.is_empty(), "zeroize clears the string");
+    }
 }

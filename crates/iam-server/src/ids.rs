@@ -2,6 +2,7 @@
 
 use iam_domain::ports::{IdGenerator, RandomnessUnavailable};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 /// Random ids: UUID v4 and 80-bit lowercase base32 suffixes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,9 +45,9 @@ impl IdGenerator for OsIds {
         base32(&bytes)
     }
 
-    fn secret_bytes(&self) -> Result<[u8; 32], RandomnessUnavailable> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|_| RandomnessUnavailable)?;
+    fn secret_bytes(&self) -> Result<Zeroizing<[u8; 32]>, RandomnessUnavailable> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut_slice()).map_err(|_| RandomnessUnavailable)?;
         Ok(bytes)
     }
 }
