@@ -131,6 +131,8 @@ pub struct TokenRequestBody {
         (status = 200, body = TokenResponse),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope),
+        (status = 429, body = ErrorEnvelope, headers(("Retry-After" = String)),
+            description = "Too many failed mints from this client and address; refused before any check."),
     )
 )]
 pub async fn mint<A: Adapters>(
@@ -440,6 +442,7 @@ fn oauth_request(
         (status = 200, body = TokenResponse),
         (status = 400, description = "RFC 6749 §5.2 error"),
         (status = 401, description = "invalid_client"),
+        (status = 429, headers(("Retry-After" = String)), description = "slow_down: too many failed mints"),
     )
 )]
 pub async fn oauth2_token<A: Adapters>(

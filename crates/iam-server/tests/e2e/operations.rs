@@ -156,3 +156,21 @@ async fn the_binary_migrates_applies_mints_serves_and_stops_on_sigterm() {
     let (exit, _) = server.terminate().await;
     assert!(exit.success(), "clean exit after SIGTERM: {exit}");
 }
+
+/// The binary refuses to start when the external issuer is its own issuer: an external key
+/// could then sign tokens that look like this service's.
+#[tokio::test]
+async fn the_binary_refuses_an_external_issuer_equal_to_its_own() {
+    let db = iam_postgres::test_support::TestDatabase::create().await;
+    let server = BinaryServer::new(db.url(), &[]);
+    let stderr = server.run_failing(
+        &["serve"],
+        &[
+            ("IAM_ISSUER", "https://iam.example"),
+            ("IAM_EXTERNAL_ISSUER", "https://iam.example/"),
+            ("IAM_EXTERNAL_JWKS_FILE", "/nonexistent/jwks.json"),
+        ],
+    );
+    assert!(stderr.contains("IAM_EXTERNAL_ISSUER"), "{stderr}");
+    assert!(stderr.contains("own issuer"), "{stderr}");
+}

@@ -371,6 +371,17 @@ impl BinaryServer {
         command
     }
 
+    /// Runs a CLI subcommand that must fail; returns what it wrote to stderr.
+    pub fn run_failing(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let output = self
+            .command(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        String::from_utf8(output.stderr).unwrap()
+    }
+
     /// Runs a CLI subcommand to completion and returns its stdout.
     pub fn run(&self, args: &[&str]) -> String {
         let output = self.command(args).output().unwrap();
