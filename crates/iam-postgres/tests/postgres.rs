@@ -2640,7 +2640,7 @@ mod directory {
 mod idempotency {
     use super::*;
 
-    fn key(name: &str) -> IdempotencyKey {
+    pub(super) fn key(name: &str) -> IdempotencyKey {
         IdempotencyKey {
             tenant: org_id(ACME),
             subject: "alice".into(),
@@ -2648,9 +2648,9 @@ mod idempotency {
         }
     }
 
-    const FP: [u8; 32] = [7; 32];
+    pub(super) const FP: [u8; 32] = [7; 32];
     const OTHER_FP: [u8; 32] = [8; 32];
-    const ABANDON: Duration = Duration::minutes(1);
+    pub(super) const ABANDON: Duration = Duration::minutes(1);
 
     fn response() -> StoredResponse {
         StoredResponse {
@@ -2925,18 +2925,8 @@ mod idempotent_creates {
     use iam_domain::ports::{CapOutcome, CredentialStore};
 
     use super::credentials::{CAP, cred_event, credential};
+    use super::idempotency::{ABANDON, FP, key};
     use super::*;
-
-    const FP: [u8; 32] = [7; 32];
-    const ABANDON: Duration = Duration::minutes(1);
-
-    fn key(name: &str) -> IdempotencyKey {
-        IdempotencyKey {
-            tenant: org_id(ACME),
-            subject: "alice".into(),
-            key: name.into(),
-        }
-    }
 
     fn completion(
         key: &IdempotencyKey,
