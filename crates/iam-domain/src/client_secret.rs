@@ -14,7 +14,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
-use zeroize::{ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::resource_id::CredentialId;
 
@@ -105,9 +105,6 @@ pub fn check_format(raw: &str) -> Result<CredentialId, MalformedSecret> {
 /// [`ClientSecret::expose`], which the one response that shows it calls. Its memory is zeroed
 /// when it is dropped, and so is every buffer it was made in.
 pub struct ClientSecret(SecretString);
-
-/// Dropping a [`ClientSecret`] drops its [`SecretString`], which zeroes the text.
-impl ZeroizeOnDrop for ClientSecret {}
 
 impl ClientSecret {
     /// The secret of credential `id` made from 32 random bytes.
@@ -205,6 +202,8 @@ impl SecretHasher {
 
 #[cfg(test)]
 mod tests {
+    use zeroize::ZeroizeOnDrop;
+
     use super::*;
 
     fn id() -> CredentialId {
@@ -268,8 +267,9 @@ mod tests {
 
     #[test]
     fn plaintext_secrets_and_their_random_bytes_are_zeroed_on_drop() {
-        fn zeroed_on_drop<T: ZeroizeOnDrop>() {}
-        zeroed_on_drop::<ClientSecret>();
+        // What `ClientSecret` and the id generator's random bytes are made of.
+        fn zeroed_on_drop<T: ZeroizeOnDrop + ?Sized>() {}
+        zeroed_on_drop::<SecretString>();
         zeroed_on_drop::<Zeroizing<[u8; 32]>>();
         // The one-buffer build is exact: no reallocation can have left a copy behind.
         let secret = ClientSecret::generate(&id(), &[0xff; 32]);

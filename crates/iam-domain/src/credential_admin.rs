@@ -23,6 +23,7 @@ use crate::ports::{
 use crate::principal::Principal;
 use crate::resource_id::{CredentialId, ServiceAccountId};
 use crate::role::RoleSlug;
+use crate::service_account::ServiceAccount;
 use crate::service_account_admin::{
     AdminError, Violation, ViolationReason, tenant_not_provisioned, visible_account_id,
 };
@@ -108,17 +109,8 @@ impl<A: Adapters> CredentialAdmin<A> {
         expires_at: Option<OffsetDateTime>,
         recorder: Option<&dyn Recorder<CreatedCredential>>,
     ) -> Result<CreatedCredential, AdminError> {
-        let account = visible_account_id(caller, &self.admin_role, account)?;
         let now = self.clock.now_micros();
-        let sa = self
-            .accounts
-            .get(&caller.tenant, &account, now)
-            .await?
-            .ok_or(AdminError::NotFound)?;
-        let missing = acting_as_violations(caller, &sa);
-        if !missing.is_empty() {
-            return Err(AdminError::ActingAsRefused(missing));
-        }
+        let sa = self.account_to_act_as(caller, account, now).await?;
         let org = self
             .directory
             .organization(&caller.tenant)
@@ -196,6 +188,43 @@ impl<A: Adapters> CredentialAdmin<A> {
             CapOutcome::LimitReached => Err(AdminError::CredentialLimitReached { cap }),
             CapOutcome::AccountGone => Err(AdminError::NotFound),
             CapOutcome::ClaimLost => Err(AdminError::IdempotencyClaimLost),
+        }
+    }
+
+    /// Whether `caller` may create a credential of `account` now (it may see the account and
+    /// holds every role of it), without creating one: what a replayed create must still
+    /// satisfy before it hands out the recorded secret again.
+    ///
+    /// # Errors
+    /// [`AdminError::NotFound`]; [`AdminError::ActingAsRefused`]; [`AdminError::Store`].
+    pub async fn check_may_create(
+        &self,
+        caller: &Principal,
+        account: &str,
+    ) -> Result<(), AdminError> {
+        self.account_to_act_as(caller, account, self.clock.now_micros())
+            .await
+            .map(|_| ())
+    }
+
+    /// The account `caller` names, if it may see it and act as it (hold all its roles).
+    async fn account_to_act_as(
+        &self,
+        caller: &Principal,
+        account: &str,
+        now: OffsetDateTime,
+    ) -> Result<ServiceAccount, AdminError> {
+        let account = visible_account_id(caller, &self.admin_role, account)?;
+        let sa = self
+            .accounts
+            .get(&caller.tenant, &account, now)
+            .await?
+            .ok_or(AdminError::NotFound)?;
+        let missing = acting_as_violations(caller, &sa);
+        if missing.is_empty() {
+            Ok(sa)
+        } else {
+            Err(AdminError::ActingAsRefused(missing))
         }
     }
 

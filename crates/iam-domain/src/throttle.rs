@@ -1,27 +1,36 @@
 //! Throttling of failed token mints (SPEC §6), per instance and in memory.
 //!
 //! Failures are counted in fixed windows per (client id, source IP) pair and per source IP
-//! (IPv6 by /64). Once a pair or an address has used up its limit, **every** mint from it is
-//! refused until its window ends — before the credential is looked up and before any HMAC, so
-//! a flood of guesses costs neither database connections nor CPU. A success clears its pair's
-//! count.
+//! (IPv6 by /64; IPv4-mapped IPv6 addresses count as the IPv4 address they carry). Once a pair
+//! or an address has used up its limit, **every** mint from it is refused until its window
+//! ends — before the credential is looked up and before any HMAC, so a flood of guesses costs
+//! neither database connections nor CPU.
 //!
-//! Memory is bounded, and no sequence of requests can make the throttle forget a throttled
-//! caller early by flooding it:
-//! - Counts below the limit live in one bounded table; when it is full, the least recently
-//!   failing key is forgotten (it was not throttled, so nothing is lost but a partial count).
-//! - Throttled keys move to a second bounded table that only throttled keys can enter. When it
-//!   is full, blocks that already ended go first, then the block that ends soonest (the
-//!   oldest). Pushing a throttled caller out therefore takes as many *fresh blocks* as the
-//!   table holds, each of them `limit` failures from its own key within one window.
+//! Checking and counting are one step ([`MintThrottle::admit`]): every admitted attempt is
+//! counted as a failure up front, under the same lock as the check, and given back when it
+//! turns out not to be a client failure ([`MintThrottle::succeeded`], [`MintThrottle::refund`]).
+//! So a burst of parallel guesses cannot all slip past the check before any of them counts:
+//! at most `limit` attempts per window ever reach the database. A success also clears its
+//! pair's count.
+//!
+//! Memory is bounded, and no flood of new keys makes the throttle forget a throttled caller
+//! before its block ends:
+//! - Counts below the limit live in one bounded LRU table; when it is full, the least recently
+//!   failing key is forgotten (it was not throttled: nothing is lost but a partial count).
+//! - Throttled keys move to a second bounded table that only throttled keys can enter and
+//!   nothing evicts: a block leaves it only when it has ended (ended blocks are dropped first
+//!   whenever room is needed). When it is full of running blocks, a new block stays in the
+//!   counting table, where it is still enforced but may be forgotten under a flood; the
+//!   per-address count still applies to its address.
 //!
 //! [`governor`](https://docs.rs/governor)'s keyed limiters were considered: they meter every
-//! attempt (a busy workload would be throttled for succeeding), cannot look without
-//! consuming, and their key store grows until swept rather than being bounded. The two LRU
-//! tables here are what the rule needs.
+//! attempt (a busy workload would be throttled for succeeding), cannot give an attempt back,
+//! and their key store grows until swept rather than being bounded. The tables here are what
+//! the rule needs.
 //!
 //! Each instance counts on its own; nothing correctness depends on lives here.
 
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroUsize;
@@ -69,17 +78,63 @@ struct Window {
     failures: u32,
 }
 
+/// Throttled keys, with an index by the end of their block (ties broken by arrival).
+struct Blocked<K> {
+    entries: HashMap<K, (Window, OffsetDateTime, u64)>,
+    by_end: BTreeMap<(OffsetDateTime, u64), K>,
+    next: u64,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq + Clone> Blocked<K> {
+    fn until(&self, key: &K) -> Option<OffsetDateTime> {
+        self.entries.get(key).map(|(_, until, _)| *until)
+    }
+
+    fn remove(&mut self, key: &K) -> Option<Window> {
+        let (window, until, seq) = self.entries.remove(key)?;
+        self.by_end.remove(&(until, seq));
+        Some(window)
+    }
+
+    /// Adds a block ending at `until`, after dropping blocks that ended by `now`; `Err` gives
+    /// the window back when the table is full of running blocks.
+    fn insert(
+        &mut self,
+        key: K,
+        window: Window,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), Window> {
+        while let Some(entry) = self.by_end.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ended = entry.remove();
+            self.entries.remove(&ended);
+        }
+        if self.entries.len() >= self.capacity {
+            return Err(window);
+        }
+        self.next += 1;
+        self.by_end.insert((until, self.next), key.clone());
+        self.entries.insert(key, (window, until, self.next));
+        Ok(())
+    }
+}
+
 struct Tables<K> {
-    /// Keys below their limit, least recently failing first out.
+    /// Keys below their limit (and blocks that found the blocked table full), least recently
+    /// failing first out.
     counting: LruCache<K, Window>,
-    /// Throttled keys and when their block ends, in the order they were blocked (never
-    /// promoted), so the oldest block is the first out.
-    blocked: LruCache<K, OffsetDateTime>,
+    /// Throttled keys, never evicted before their block ends.
+    blocked: Blocked<K>,
 }
 
 /// One kind of key (pairs, or addresses) with its limit.
 struct Counter<K: Hash + Eq> {
     limit: u32,
+    window: Duration,
     tables: Mutex<Tables<K>>,
 }
 
@@ -87,9 +142,15 @@ impl<K: Hash + Eq + Clone> Counter<K> {
     fn new(limit: u32, limits: &ThrottleLimits) -> Self {
         Self {
             limit,
+            window: limits.window,
             tables: Mutex::new(Tables {
                 counting: LruCache::new(limits.max_counting),
-                blocked: LruCache::new(limits.max_blocked),
+                blocked: Blocked {
+                    entries: HashMap::new(),
+                    by_end: BTreeMap::new(),
+                    next: 0,
+                    capacity: limits.max_blocked.get(),
+                },
             }),
         }
     }
@@ -99,64 +160,80 @@ impl<K: Hash + Eq + Clone> Counter<K> {
         self.tables.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long `key` stays blocked, if it is.
-    fn blocked(&self, key: &K, now: OffsetDateTime) -> Option<Duration> {
-        let tables = self.lock();
-        let until = *tables.blocked.peek(key)?;
-        Some(until - now).filter(|left| left.is_positive())
-    }
-
-    fn fail(&self, key: K, window: Duration, now: OffsetDateTime) {
+    /// Refuses `key` while it is throttled (`Err` with the time left); otherwise counts one
+    /// failure for it, in the same critical section.
+    fn admit(&self, key: &K, now: OffsetDateTime) -> Result<(), Duration> {
         let mut tables = self.lock();
-        if tables.blocked.peek(&key).is_some_and(|until| *until > now) {
-            return;
+        if let Some(until) = tables.blocked.until(key) {
+            if until > now {
+                return Err(until - now);
+            }
+            tables.blocked.remove(key);
         }
         let fresh = Window {
             started: now,
             failures: 0,
         };
         let entry = tables.counting.get_or_insert_mut(key.clone(), || fresh);
-        if now - entry.started >= window {
+        if now - entry.started >= self.window {
             *entry = fresh;
         }
-        entry.failures = entry.failures.saturating_add(1);
+        if entry.failures >= self.limit {
+            // A block that found the blocked table full lives on here.
+            return Err(entry.started + self.window - now);
+        }
+        entry.failures += 1;
         if entry.failures < self.limit {
-            return;
+            return Ok(());
         }
-        let until = entry.started + window;
-        tables.counting.pop(&key);
-        // Blocks that already ended make room first; only then does the oldest block go.
-        while tables.blocked.len() == tables.blocked.cap().get()
-            && tables
-                .blocked
-                .peek_lru()
-                .is_some_and(|(_, ended)| *ended <= now)
-        {
-            tables.blocked.pop_lru();
+        let window = *entry;
+        let until = window.started + self.window;
+        tables.counting.pop(key);
+        if let Err(window) = tables.blocked.insert(key.clone(), window, until, now) {
+            tables.counting.push(key.clone(), window);
         }
-        tables.blocked.push(key, until);
+        Ok(())
     }
 
+    /// Gives back one failure counted by [`Self::admit`] (the attempt was no client failure).
+    fn refund(&self, key: &K, now: OffsetDateTime) {
+        let mut tables = self.lock();
+        if let Some(mut window) = tables.blocked.remove(key) {
+            window.failures = window.failures.saturating_sub(1);
+            let until = window.started + self.window;
+            if window.failures >= self.limit {
+                if let Err(window) = tables.blocked.insert(key.clone(), window, until, now) {
+                    tables.counting.push(key.clone(), window);
+                }
+            } else {
+                tables.counting.push(key.clone(), window);
+            }
+        } else if let Some(window) = tables.counting.peek_mut(key) {
+            window.failures = window.failures.saturating_sub(1);
+        }
+    }
+
+    /// Forgets `key`'s count below the limit (a block stays until it ends).
     fn clear(&self, key: &K) {
         self.lock().counting.pop(key);
     }
 
     fn len(&self) -> (usize, usize) {
         let tables = self.lock();
-        (tables.counting.len(), tables.blocked.len())
+        (tables.counting.len(), tables.blocked.entries.len())
     }
 }
 
 /// The failed-mint throttle.
 pub struct MintThrottle {
-    window: Duration,
     pairs: Counter<(String, Option<IpAddr>)>,
     ips: Counter<Option<IpAddr>>,
 }
 
-/// The address bucket: IPv4 addresses as they are, IPv6 addresses by their /64.
+/// The address bucket: IPv4 addresses as they are (also when they arrive IPv4-mapped, as
+/// `::ffff:a.b.c.d`), IPv6 addresses by their /64.
 fn bucket(ip: Option<IpAddr>) -> Option<IpAddr> {
-    ip.map(|ip| match ip {
+    ip.map(|ip| match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);
             IpAddr::V6(Ipv6Addr::from(prefix))
@@ -170,46 +247,55 @@ fn pair(client_id: &str, ip: Option<IpAddr>) -> (String, Option<IpAddr>) {
     (client, bucket(ip))
 }
 
+/// Whole seconds to wait, rounded up, at least one (a `Retry-After` of 0 invites a retry now).
+fn retry_after(wait: Duration) -> std::time::Duration {
+    let seconds = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
+    std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(1).max(1))
+}
+
 impl MintThrottle {
     /// A throttle with `limits`.
     pub fn new(limits: ThrottleLimits) -> Self {
         Self {
-            window: limits.window,
             pairs: Counter::new(limits.per_client_and_ip, &limits),
             ips: Counter::new(limits.per_ip, &limits),
         }
     }
 
-    /// `Some(wait)` when a mint for `client_id` from `ip` must be refused at `now`, without
-    /// looking at its secret.
-    pub fn check(
+    /// Admits a mint for `client_id` from `ip` at `now`, counting it as a failure until it is
+    /// given back; `Err(wait)` when the pair or the address is throttled (nothing counted).
+    ///
+    /// # Errors
+    /// How long to wait, in whole seconds (at least one).
+    pub fn admit(
         &self,
         client_id: &str,
         ip: Option<IpAddr>,
         now: OffsetDateTime,
-    ) -> Option<std::time::Duration> {
-        let wait = self
-            .pairs
-            .blocked(&pair(client_id, ip), now)
-            .into_iter()
-            .chain(self.ips.blocked(&bucket(ip), now))
-            .max()?;
-        // Whole seconds, rounded up: a Retry-After of 0 would invite an immediate retry.
-        let seconds = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
-        Some(std::time::Duration::from_secs(
-            u64::try_from(seconds).unwrap_or(1).max(1),
-        ))
+    ) -> Result<(), std::time::Duration> {
+        let pair = pair(client_id, ip);
+        self.pairs.admit(&pair, now).map_err(retry_after)?;
+        if let Err(wait) = self.ips.admit(&bucket(ip), now) {
+            self.pairs.refund(&pair, now);
+            return Err(retry_after(wait));
+        }
+        Ok(())
     }
 
-    /// Counts a failed mint at `now`.
-    pub fn failed(&self, client_id: &str, ip: Option<IpAddr>, now: OffsetDateTime) {
-        self.pairs.fail(pair(client_id, ip), self.window, now);
-        self.ips.fail(bucket(ip), self.window, now);
+    /// An admitted mint succeeded: its pair's count is cleared and its address's failure given
+    /// back.
+    pub fn succeeded(&self, client_id: &str, ip: Option<IpAddr>, now: OffsetDateTime) {
+        let pair = pair(client_id, ip);
+        self.pairs.refund(&pair, now);
+        self.pairs.clear(&pair);
+        self.ips.refund(&bucket(ip), now);
     }
 
-    /// A successful mint clears its pair's count.
-    pub fn succeeded(&self, client_id: &str, ip: Option<IpAddr>) {
-        self.pairs.clear(&pair(client_id, ip));
+    /// An admitted mint failed for a reason that is not the client's credentials (a refused
+    /// narrowing, an outage): its failure is given back.
+    pub fn refund(&self, client_id: &str, ip: Option<IpAddr>, now: OffsetDateTime) {
+        self.pairs.refund(&pair(client_id, ip), now);
+        self.ips.refund(&bucket(ip), now);
     }
 
     /// Keys held now: `(counting, blocked)` summed over both tables (for tests and metrics).
@@ -240,114 +326,144 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_pair_is_blocked_after_its_limit_but_other_addresses_are_not() {
-        let throttle = MintThrottle::new(limits(3, 100));
-        for _ in 0..3 {
-            assert!(throttle.check("sa@x.iam", ip("6.6.6.6"), T0).is_none());
-            throttle.failed("sa@x.iam", ip("6.6.6.6"), T0);
+    /// `n` admitted attempts that all fail.
+    fn fail(
+        throttle: &MintThrottle,
+        client: &str,
+        from: Option<IpAddr>,
+        n: u32,
+        at: OffsetDateTime,
+    ) {
+        for _ in 0..n {
+            throttle.admit(client, from, at).expect("admitted");
         }
+    }
+
+    #[test]
+    fn a_pair_is_refused_after_its_limit_but_other_addresses_are_not() {
+        let throttle = MintThrottle::new(limits(3, 100));
+        fail(&throttle, "sa@x.iam", ip("6.6.6.6"), 3, T0);
         let later = T0 + Duration::seconds(5);
-        let wait = throttle.check("sa@x.iam", ip("6.6.6.6"), later).unwrap();
+        let wait = throttle
+            .admit("sa@x.iam", ip("6.6.6.6"), later)
+            .unwrap_err();
         assert_eq!(wait, std::time::Duration::from_secs(55));
         assert!(
-            throttle.check("sa@x.iam", ip("1.2.3.4"), later).is_none(),
+            throttle.admit("sa@x.iam", ip("1.2.3.4"), later).is_ok(),
             "the real client elsewhere"
         );
-        assert!(
-            throttle
-                .check("other@x.iam", ip("6.6.6.6"), later)
-                .is_none()
-        );
+        assert!(throttle.admit("other@x.iam", ip("6.6.6.6"), later).is_ok());
     }
 
     #[test]
-    fn an_address_failing_for_many_clients_is_blocked_and_success_clears_a_pair() {
+    fn checking_and_counting_are_one_step_so_a_burst_cannot_slip_through() {
+        let throttle = MintThrottle::new(limits(3, 100));
+        // Ten attempts in flight at once, none finished: only the limit is admitted.
+        let admitted = (0..10)
+            .filter(|_| throttle.admit("sa@x.iam", ip("6.6.6.6"), T0).is_ok())
+            .count();
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn successes_and_non_client_failures_give_their_attempt_back() {
+        let throttle = MintThrottle::new(limits(3, 5));
+        fail(&throttle, "sa@x.iam", ip("1.2.3.4"), 2, T0);
+        throttle.admit("sa@x.iam", ip("1.2.3.4"), T0).unwrap();
+        throttle.succeeded("sa@x.iam", ip("1.2.3.4"), T0);
+        fail(&throttle, "sa@x.iam", ip("1.2.3.4"), 2, T0);
+        assert!(
+            throttle.admit("sa@x.iam", ip("1.2.3.4"), T0).is_ok(),
+            "the success cleared the pair and restarted its count"
+        );
+        // The address counts 2 + 2 + 1 failures (the success was given back): one more is
+        // still admitted for another client, then it is throttled.
+        throttle.refund("sa@x.iam", ip("1.2.3.4"), T0);
+        assert!(throttle.admit("b@x.iam", ip("1.2.3.4"), T0).is_ok());
+        assert!(throttle.admit("c@x.iam", ip("1.2.3.4"), T0).is_err());
+    }
+
+    #[test]
+    fn an_address_failing_for_many_clients_is_throttled_for_every_client() {
         let throttle = MintThrottle::new(limits(3, 5));
         for i in 0..5 {
-            throttle.failed(&format!("sa-{i}@x.iam"), ip("6.6.6.6"), T0);
+            fail(&throttle, &format!("sa-{i}@x.iam"), ip("6.6.6.6"), 1, T0);
         }
-        assert!(throttle.check("fresh@x.iam", ip("6.6.6.6"), T0).is_some());
-        for _ in 0..2 {
-            throttle.failed("sa@x.iam", ip("1.2.3.4"), T0);
-        }
-        throttle.succeeded("sa@x.iam", ip("1.2.3.4"));
-        for _ in 0..2 {
-            throttle.failed("sa@x.iam", ip("1.2.3.4"), T0);
-        }
-        assert!(
-            throttle.check("sa@x.iam", ip("1.2.3.4"), T0).is_none(),
-            "the count restarted"
-        );
+        assert!(throttle.admit("fresh@x.iam", ip("6.6.6.6"), T0).is_err());
+        assert!(throttle.admit("fresh@x.iam", ip("7.7.7.7"), T0).is_ok());
     }
 
     #[test]
-    fn ipv6_addresses_share_their_64_bit_prefix() {
+    fn ipv6_addresses_share_their_64_bit_prefix_and_mapped_ipv4_is_ipv4() {
         let throttle = MintThrottle::new(limits(1, 100));
-        throttle.failed("sa@x.iam", ip("2001:db8:0:1::1"), T0);
+        fail(&throttle, "sa@x.iam", ip("2001:db8:0:1::1"), 1, T0);
         assert!(
             throttle
-                .check("sa@x.iam", ip("2001:db8:0:1::ffff"), T0)
-                .is_some()
+                .admit("sa@x.iam", ip("2001:db8:0:1::ffff"), T0)
+                .is_err()
         );
         assert!(
             throttle
-                .check("sa@x.iam", ip("2001:db8:0:2::1"), T0)
-                .is_none()
+                .admit("sa@x.iam", ip("2001:db8:0:2::1"), T0)
+                .is_ok()
+        );
+        // IPv4 clients seen through a dual-stack socket are still told apart.
+        fail(&throttle, "v4@x.iam", ip("::ffff:198.51.100.1"), 1, T0);
+        assert!(throttle.admit("v4@x.iam", ip("198.51.100.1"), T0).is_err());
+        assert!(
+            throttle
+                .admit("v4@x.iam", ip("::ffff:198.51.100.2"), T0)
+                .is_ok()
         );
     }
 
     #[test]
-    fn windows_end() {
+    fn blocks_end_with_the_window_they_began_in() {
         let throttle = MintThrottle::new(limits(2, 100));
-        throttle.failed("sa@x.iam", ip("6.6.6.6"), T0);
-        // A failure in a later window starts a new count.
-        throttle.failed("sa@x.iam", ip("6.6.6.6"), T0 + Duration::minutes(1));
-        assert!(
-            throttle
-                .check("sa@x.iam", ip("6.6.6.6"), T0 + Duration::minutes(1))
-                .is_none()
-        );
-        throttle.failed("sa@x.iam", ip("6.6.6.6"), T0 + Duration::seconds(70));
-        let blocked_at = T0 + Duration::seconds(70);
-        assert!(
-            throttle
-                .check("sa@x.iam", ip("6.6.6.6"), blocked_at)
-                .is_some()
+        fail(&throttle, "sa@x.iam", ip("6.6.6.6"), 1, T0);
+        // An attempt in a later window starts a new count.
+        let next = T0 + Duration::minutes(1);
+        fail(&throttle, "sa@x.iam", ip("6.6.6.6"), 1, next);
+        fail(
+            &throttle,
+            "sa@x.iam",
+            ip("6.6.6.6"),
+            1,
+            next + Duration::seconds(10),
         );
         assert!(
             throttle
-                .check("sa@x.iam", ip("6.6.6.6"), T0 + Duration::minutes(2))
-                .is_none(),
-            "the block ends with the window it began in"
+                .admit("sa@x.iam", ip("6.6.6.6"), next + Duration::seconds(10))
+                .is_err()
+        );
+        assert!(
+            throttle
+                .admit("sa@x.iam", ip("6.6.6.6"), T0 + Duration::minutes(2))
+                .is_ok(),
+            "the block ended with its window"
         );
     }
 
     #[test]
-    fn a_flood_of_new_keys_fills_the_table_but_never_frees_a_throttled_caller() {
+    fn a_flood_of_new_keys_never_frees_a_throttled_caller() {
         let small = ThrottleLimits {
             max_counting: NonZeroUsize::new(64).unwrap(),
             max_blocked: NonZeroUsize::new(8).unwrap(),
             ..limits(3, 1_000_000)
         };
         let throttle = MintThrottle::new(small);
-        for _ in 0..3 {
-            throttle.failed("victim-guess@x.iam", ip("6.6.6.6"), T0);
-        }
-        assert!(
-            throttle
-                .check("victim-guess@x.iam", ip("6.6.6.6"), T0)
-                .is_some()
-        );
-        // 100 000 one-off failures from distinct clients and addresses.
+        fail(&throttle, "victim-guess@x.iam", ip("6.6.6.6"), 3, T0);
+        // 100 000 attempts from distinct clients and addresses, and blocks of their own
+        // beyond the blocked table's room.
         for i in 0..100_000u32 {
-            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            throttle.failed(&format!("sa-{i}@x.iam"), Some(addr), T0);
+            let addr = Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+            let n = if i % 1000 == 0 { 3 } else { 1 };
+            fail(&throttle, &format!("sa-{i}@x.iam"), addr, n, T0);
         }
         assert!(
             throttle
-                .check("victim-guess@x.iam", ip("6.6.6.6"), T0)
-                .is_some(),
+                .admit("victim-guess@x.iam", ip("6.6.6.6"), T0)
+                .is_err(),
             "still throttled"
         );
         let (counting, blocked) = throttle.tracked();
@@ -356,24 +472,32 @@ mod tests {
     }
 
     #[test]
-    fn a_full_blocked_table_drops_ended_blocks_first_then_the_oldest() {
+    fn a_full_blocked_table_drops_ended_blocks_and_never_a_running_one() {
         let small = ThrottleLimits {
             max_blocked: NonZeroUsize::new(2).unwrap(),
-            ..limits(1, 1_000_000)
+            ..limits(2, 1_000_000)
         };
         let throttle = MintThrottle::new(small);
         let a = ip("192.0.2.1");
-        throttle.failed("a@x.iam", a, T0);
-        throttle.failed("b@x.iam", a, T0 + Duration::seconds(30));
-        // The table is full; a's block ends at T0 + 60 s.
-        let later = T0 + Duration::seconds(61);
-        throttle.failed("c@x.iam", a, later);
-        assert!(throttle.check("b@x.iam", a, later).is_some(), "b kept");
-        assert!(throttle.check("c@x.iam", a, later).is_some(), "c added");
-        // Full of running blocks: the one that ends soonest (b) makes room.
-        throttle.failed("d@x.iam", a, later);
-        assert!(throttle.check("b@x.iam", a, later).is_none());
-        assert!(throttle.check("c@x.iam", a, later).is_some());
-        assert!(throttle.check("d@x.iam", a, later).is_some());
+        // `early` starts its window first but is blocked last: its block ends first.
+        fail(&throttle, "early@x.iam", a, 1, T0);
+        fail(&throttle, "late@x.iam", a, 2, T0 + Duration::seconds(30));
+        fail(&throttle, "early@x.iam", a, 1, T0 + Duration::seconds(40));
+        // At 61 s the table is full; `early` ended (at 60 s), `late` runs until 90 s.
+        let now = T0 + Duration::seconds(61);
+        fail(&throttle, "new@x.iam", a, 2, now);
+        assert!(
+            throttle.admit("late@x.iam", a, now).is_err(),
+            "running block kept"
+        );
+        assert!(
+            throttle.admit("new@x.iam", a, now).is_err(),
+            "new block added"
+        );
+        // Full of running blocks: one more is still enforced, and `late` is not pushed out.
+        fail(&throttle, "more@x.iam", a, 2, now);
+        assert!(throttle.admit("more@x.iam", a, now).is_err());
+        assert!(throttle.admit("late@x.iam", a, now).is_err());
+        assert_eq!(throttle.tracked().1, 2);
     }
 }

@@ -182,7 +182,8 @@ impl<A: Adapters> TokenService<A> {
     /// Exchanges a client id and secret for a grant, recording the credential's last use.
     ///
     /// A caller over its failure limit is refused before anything else is done; a failed
-    /// mint counts against the limit, a successful one clears its client's count.
+    /// mint counts against the limit (every attempt is counted when admitted and given back
+    /// unless it failed on its credentials), a successful one clears its client's count.
     ///
     /// # Errors
     /// [`MintError::Throttled`]; [`MintError::InvalidClient`] for every client-side failure;
@@ -195,16 +196,18 @@ impl<A: Adapters> TokenService<A> {
         source_ip: Option<IpAddr>,
     ) -> Result<Grant, MintError> {
         let now = self.clock.now_micros();
-        if let Some(retry_after) = self.throttle.check(client_id, source_ip, now) {
-            return Err(MintError::Throttled { retry_after });
-        }
+        // Checked and counted as a failure in one step, so parallel guesses cannot all pass
+        // the check first; given back below unless it really was a client failure.
+        self.throttle
+            .admit(client_id, source_ip, now)
+            .map_err(|retry_after| MintError::Throttled { retry_after })?;
         let result = self
             .mint_unthrottled(client_id, client_secret, narrowing, source_ip, now)
             .await;
         match &result {
-            Ok(_) => self.throttle.succeeded(client_id, source_ip),
-            Err(MintError::InvalidClient) => self.throttle.failed(client_id, source_ip, now),
-            Err(_) => {}
+            Ok(_) => self.throttle.succeeded(client_id, source_ip, now),
+            Err(MintError::InvalidClient) => {}
+            Err(_) => self.throttle.refund(client_id, source_ip, now),
         }
         result
     }

@@ -11,7 +11,9 @@ pub struct TrustedProxies(pub Vec<IpAddr>);
 
 /// The client IP of `req` (see the module docs).
 pub fn of(req: &HttpRequest) -> Option<IpAddr> {
-    let peer = req.peer_addr().map(|a| a.ip())?;
+    // IPv4 clients of a dual-stack listener arrive IPv4-mapped (`::ffff:a.b.c.d`): use the
+    // IPv4 address, so proxies, the throttle and `lastUsedIp` see one form.
+    let peer = req.peer_addr().map(|a| a.ip().to_canonical())?;
     let trusted = req.app_data::<web::Data<TrustedProxies>>();
     let Some(trusted) = trusted.filter(|t| t.0.contains(&peer)) else {
         return Some(peer);
@@ -21,7 +23,7 @@ pub fn of(req: &HttpRequest) -> Option<IpAddr> {
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(parse_hop)
+        .map(|hop| parse_hop(hop).map(|ip| ip.to_canonical()))
         .collect();
     // Walk from the nearest hop outwards, skipping our own proxies. A hop that does not parse
     // ends the walk: what lies beyond it was written by someone we cannot vouch for.
@@ -105,6 +107,24 @@ mod tests {
         assert_eq!(
             of(&request("10.0.0.1", Some("9.9.9.9, unknown"), &proxy)),
             ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_taken_as_ipv4() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A dual-stack listener sees IPv4 peers IPv4-mapped; the trusted list says IPv4.
+        assert_eq!(
+            of(&request(
+                "[::ffff:10.0.0.1]",
+                Some("::ffff:1.2.3.4"),
+                &["10.0.0.1"]
+            )),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            of(&request("[::ffff:203.0.113.9]", None, &[])),
+            ip("203.0.113.9")
         );
     }
 }

@@ -238,22 +238,36 @@ pub async fn create<A: Adapters>(
         Some(map) => parse_create(map)?,
     };
     let context = context(&req);
-    idempotency::run(&state, &caller, &req, &bytes, async |recording| {
-        let recorder = recording.as_ref().map(|r| r.of(shown_once));
-        let created = state
+    // A replay hands out the secret again: only to a caller who could create it now.
+    let may_replay = async || {
+        Ok(state
             .credentials
-            .create(
-                &caller,
-                &context,
-                &account,
-                expires_at,
-                recorder
-                    .as_ref()
-                    .map(|r| r as &dyn Recorder<CreatedCredential>),
-            )
-            .await?;
-        shown_once(&created)
-    })
+            .check_may_create(&caller, &account)
+            .await?)
+    };
+    idempotency::run(
+        &state,
+        &caller,
+        &req,
+        &bytes,
+        may_replay,
+        async |recording| {
+            let recorder = recording.as_ref().map(|r| r.of(shown_once));
+            let created = state
+                .credentials
+                .create(
+                    &caller,
+                    &context,
+                    &account,
+                    expires_at,
+                    recorder
+                        .as_ref()
+                        .map(|r| r as &dyn Recorder<CreatedCredential>),
+                )
+                .await?;
+            shown_once(&created)
+        },
+    )
     .await
 }
 

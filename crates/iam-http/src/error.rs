@@ -175,6 +175,11 @@ impl ApiError {
         self.status
     }
 
+    /// Whether one of the details has `reason`.
+    pub fn has_reason(&self, reason: &str) -> bool {
+        self.details.iter().any(|d| d.reason == reason)
+    }
+
     pub(crate) fn envelope(&self) -> ErrorEnvelope {
         ErrorEnvelope {
             error: ErrorBody {

@@ -123,17 +123,24 @@ impl<T> Recorder<T> for RecordAs<'_, T> {
 /// case (through [`Recording::of`]): a successful answer is then already recorded, in the
 /// create's transaction. A 4xx answer is recorded here; a 5xx answer releases the key.
 ///
+/// Before a recorded answer is replayed, `may_replay` must pass: the caller must still be
+/// allowed to do the work now (a recorded client secret goes only to a caller who could
+/// create it again), else its error is the answer.
+///
 /// # Errors
-/// 400 for a malformed key, 409/422 as described above, and whatever `work` returns.
-pub async fn run<'s, A, F, Fut>(
+/// 400 for a malformed key, 409/422 as described above, whatever `may_replay` refuses with,
+/// and whatever `work` returns.
+pub async fn run<'s, A, G, F, Fut>(
     state: &'s AppState<A>,
     caller: &Principal,
     req: &HttpRequest,
     body: &[u8],
+    may_replay: G,
     work: F,
 ) -> Result<HttpResponse, ApiError>
 where
     A: Adapters,
+    G: AsyncFnOnce() -> Result<(), ApiError>,
     F: FnOnce(Option<Recording<'s>>) -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
 {
@@ -165,6 +172,7 @@ where
     {
         IdempotencyClaim::Claimed => {}
         IdempotencyClaim::Replay(mut stored) => {
+            may_replay().await?;
             stored.body = state.sealer.open(&key, &stored.body).map_err(|e| {
                 tracing::error!(error = %e, "a recorded idempotent response does not open");
                 ApiError::internal()
@@ -201,6 +209,11 @@ where
         Ok(reply) => return Ok(reply.into_response()),
         Err(error) => error,
     };
+    if error.has_reason(IN_PROGRESS) {
+        // The key was taken over by a retry while this request ran: the key is the retry's
+        // now, and nothing was created here. Nothing to record.
+        return Err(error);
+    }
     if !error.status().is_client_error() {
         if let Err(release) = state.idempotency.release(&key, now).await {
             tracing::warn!(error = %release, "could not release idempotency key");
@@ -231,11 +244,13 @@ where
     Ok(reply.into_response())
 }
 
+const IN_PROGRESS: &str = "IDEMPOTENCY_KEY_IN_PROGRESS";
+
 /// 409: the key's first request is still running.
 pub(crate) fn in_progress() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "a request with this Idempotency-Key is still being processed",
-        vec![ErrorDetail::reason("IDEMPOTENCY_KEY_IN_PROGRESS")],
+        vec![ErrorDetail::reason(IN_PROGRESS)],
     )
 }

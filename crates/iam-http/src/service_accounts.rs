@@ -335,21 +335,30 @@ pub async fn create<A: Adapters>(
         .ok_or_else(|| ApiError::bad_request(vec![ErrorDetail::reason("BODY_REQUIRED")]))?;
     let request = parse_create(map)?;
     let context = context(&req);
-    idempotency::run(&state, &caller, &req, &bytes, async |recording| {
-        let recorder = recording.as_ref().map(|r| r.of(created));
-        let sa = state
-            .admin
-            .create(
-                &caller,
-                &context,
-                request,
-                recorder
-                    .as_ref()
-                    .map(|r| r as &dyn Recorder<ServiceAccount>),
-            )
-            .await?;
-        created(&sa)
-    })
+    // A replay shows the created account again to an admin of the tenant (the same as GET).
+    let may_replay = async || Ok(());
+    idempotency::run(
+        &state,
+        &caller,
+        &req,
+        &bytes,
+        may_replay,
+        async |recording| {
+            let recorder = recording.as_ref().map(|r| r.of(created));
+            let sa = state
+                .admin
+                .create(
+                    &caller,
+                    &context,
+                    request,
+                    recorder
+                        .as_ref()
+                        .map(|r| r as &dyn Recorder<ServiceAccount>),
+                )
+                .await?;
+            created(&sa)
+        },
+    )
     .await
 }
 

@@ -595,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn form_pairs_zero_their_values_when_dropped() {
+    fn wiping_form_pairs_zeroes_every_value_dropping_wipes() {
         let mut pairs = FormPairs(vec![("client_secret".into(), "plt_cs_secret".into())]);
         // What dropping runs, observed before the memory is released.
         pairs.wipe();

@@ -274,12 +274,14 @@ fn changes(before: &Stored, wanted: &SpecRows, prune: bool) -> Vec<String> {
     match &before.organization {
         None => changes.push("+organization".to_owned()),
         Some(old) => {
-            let scopes = |row: &OrganizationRow| -> BTreeSet<Option<String>> {
-                row.allowed_scopes.iter().cloned().collect()
-            };
+            // Compared exactly as the upsert compares them (arrays in order), so every row it
+            // rewrites is audited.
             for (changed, field) in [
                 (old.slug != org.slug, "~slug"),
-                (scopes(old) != scopes(org), "~policy.allowedScopes"),
+                (
+                    old.allowed_scopes != org.allowed_scopes,
+                    "~policy.allowedScopes",
+                ),
                 (
                     old.credential_default_lifetime_seconds
                         != org.credential_default_lifetime_seconds,

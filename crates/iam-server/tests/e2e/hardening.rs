@@ -71,6 +71,39 @@ async fn a_limited_admin_cannot_gain_an_accounts_roles_through_a_secret() {
     let listed = server.get(&path, &full).await.json();
     assert_eq!(listed["credentials"], json!([]), "no secret was made");
 
+    // A recorded secret is replayed only to a caller who could create it now: the same
+    // subject, its token since stripped down to `admin`, gets 403, not the secret.
+    let keyed = |token: String| {
+        let server = &server;
+        let path = path.clone();
+        async move {
+            server
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(&token),
+                    Some(&json!({})),
+                    &[("idempotency-key", "replay-1")],
+                )
+                .await
+        }
+    };
+    let original = keyed(full.clone()).await;
+    assert_eq!(original.status, StatusCode::CREATED, "{}", original.text);
+    let stripped = server.token("org-acme", "alice@acme.example", &["admin"]);
+    let replay = keyed(stripped).await;
+    assert_eq!(replay.status, StatusCode::FORBIDDEN, "{}", replay.text);
+    assert!(!replay.text.contains("plt_cs_"));
+    let again = keyed(full.clone()).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.json()["clientSecret"],
+        original.json()["clientSecret"]
+    );
+    let id = original.json()["id"].as_str().unwrap().to_owned();
+    let gone = server.delete(&format!("{path}/{id}"), &full).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+
     // Reading, renaming and disabling stay admin-only; re-enabling is acting as the account.
     let account = format!("{BASE}/sa-strong");
     assert_eq!(server.get(&account, &limited).await.status, StatusCode::OK);
