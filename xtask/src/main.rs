@@ -80,7 +80,8 @@ Runs the CI checks, stopping at the first failure:
   test             cargo test --workspace --locked, with DATABASE_URL set
 
 A throwaway PostgreSQL started by ci is stopped again at the end, pass or fail.
-diesel_cli is installed into target/tools on first use.
+diesel_cli is installed on first use into ~/.cache/iam-xtask (override:
+IAM_XTASK_CACHE), outside the clone, so later clones reuse it.
 ";
 
 const BENCH_HELP: &str = "\
@@ -121,7 +122,8 @@ Regenerates crates/iam-postgres/src/schema.rs: migrates a fresh database
 (iam_schema_check) with `iam-server migrate` and writes what
 `diesel print-schema` prints for it. Uses DATABASE_URL's server if set, else the
 throwaway PostgreSQL (started, and stopped again, if it isn't running).
-diesel_cli is installed into target/tools on first use.
+diesel_cli is installed on first use into ~/.cache/iam-xtask (override:
+IAM_XTASK_CACHE), outside the clone, so later clones reuse it.
 ";
 
 const DB_HELP: &str = "\

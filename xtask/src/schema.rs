@@ -19,8 +19,9 @@ use crate::workspace::Workspace;
 pub const SCHEMA_FILE: &str = "crates/iam-postgres/src/schema.rs";
 /// The scratch database migrated to generate the schema.
 const SCRATCH_DATABASE: &str = "iam_schema_check";
-/// Where `diesel_cli` is installed, relative to the workspace root.
-const TOOLS_ROOT: &str = "target/tools";
+/// The `diesel_cli` versions accepted, and the cache folder they are installed in.
+const DIESEL_CLI_VERSION: &str = "2.3.*";
+const DIESEL_CLI_DIR: &str = "diesel_cli-2.3";
 
 /// `cargo xtask schema`: regenerates the schema file.
 pub fn regenerate(workspace: &Workspace) -> Result<()> {
@@ -117,17 +118,20 @@ fn print_diff(workspace: &Workspace, generated: &str) -> Result<()> {
     }
 }
 
-/// The `diesel` binary under `target/tools`, installed there on first use.
+/// The `diesel` binary in the tool cache ([`Workspace::tool_cache`]), installed on first use.
 fn diesel_cli(workspace: &Workspace) -> Result<PathBuf> {
-    let tools = workspace.path(TOOLS_ROOT);
+    let tools = workspace.tool_cache().join(DIESEL_CLI_DIR);
     let diesel = tools.join("bin").join("diesel");
     if diesel.is_file() {
         return Ok(diesel);
     }
-    eprintln!("installing diesel_cli into {TOOLS_ROOT} (once; this takes a few minutes)");
+    eprintln!(
+        "installing diesel_cli into {} (once per machine; this takes a few minutes)",
+        tools.display()
+    );
     let mut install = workspace.cargo();
     install
-        .args(["install", "diesel_cli", "--version", "2.3.*"])
+        .args(["install", "diesel_cli", "--version", DIESEL_CLI_VERSION])
         .args([
             "--no-default-features",
             "--features",

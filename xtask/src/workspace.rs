@@ -40,6 +40,18 @@ impl Workspace {
             .map_or_else(|| self.path("target"), |dir| self.path(dir))
     }
 
+    /// Where installed tools are cached, outside the clone so that a fresh clone (CI) reuses
+    /// them: `$IAM_XTASK_CACHE`, else `$XDG_CACHE_HOME/iam-xtask`, else
+    /// `$HOME/.cache/iam-xtask`, else `<target>/tools` when there is no home at all.
+    pub fn tool_cache(&self) -> PathBuf {
+        let non_empty = |name: &str| env::var_os(name).filter(|v| !v.is_empty());
+        non_empty("IAM_XTASK_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| non_empty("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("iam-xtask")))
+            .or_else(|| non_empty("HOME").map(|d| PathBuf::from(d).join(".cache/iam-xtask")))
+            .unwrap_or_else(|| self.target_dir().join("tools"))
+    }
+
     /// A `cargo` command (`$CARGO` if set) running in the workspace root.
     pub fn cargo(&self) -> Command {
         let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
