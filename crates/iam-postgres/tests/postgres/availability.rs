@@ -1,0 +1,149 @@
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+
+use super::*;
+
+#[tokio::test]
+async fn a_migrated_database_is_ready() {
+    let (_db, store) = seeded().await;
+    store.check().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unmigrated_database_is_not_ready_until_migrated() {
+    let db = TestDatabase::create_unmigrated().await;
+    let store = db.store();
+    let err = store.check().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unexpected(_)), "{err:?}");
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("migrations are pending"), "{source}");
+
+    // Two instances migrating at once: every migration runs exactly once, in order.
+    let (first, second) = tokio::join!(run_migrations(db.url()), run_migrations(db.url()));
+    let mut applied = first.unwrap();
+    applied.extend(second.unwrap());
+    let mut embedded: Vec<String> = MigrationSource::<Pg>::migrations(&iam_postgres::MIGRATIONS)
+        .unwrap()
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    embedded.sort();
+    assert!(embedded.len() >= 2, "{embedded:?}");
+    assert_eq!(applied, embedded);
+    assert_eq!(
+        applied.last().map(String::as_str),
+        Some(iam_postgres::latest_embedded_version())
+    );
+    store.check().await.unwrap();
+    assert!(run_migrations(db.url()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_database_behind_the_code_is_not_ready() {
+    let db = TestDatabase::create().await;
+    db.connection()
+        .await
+        .batch_execute("DELETE FROM __diesel_schema_migrations")
+        .await
+        .unwrap();
+    let err = db.store().check().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unexpected(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn connections_killed_by_the_server_are_replaced_without_unexpected_errors() {
+    let (db, store) = seeded().await;
+    let stored = account(ACME, "sa-ci", t0(), 1);
+    insert(&store, &stored).await;
+    // Open several pooled connections, then have the server terminate them all (what a
+    // restart does to established connections).
+    let (tenant, id) = (org_id(ACME), sa_id("sa-ci"));
+    let read = || store.get(&tenant, &id, t0());
+    let reads = tokio::join!(read(), read(), read(), read());
+    for read in [reads.0, reads.1, reads.2, reads.3] {
+        assert_eq!(read.unwrap().as_ref(), Some(&stored));
+    }
+    let opened = store.pool().status().size;
+    assert!(opened >= 2, "{:?}", store.pool().status());
+    db.connection()
+        .await
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            db.name()
+        ))
+        .await
+        .unwrap();
+
+    // A dead connection fails a request or two (until its driver task has noticed the
+    // closed socket), always as `Unavailable`; then the pool has replaced it.
+    let mut unavailable = 0;
+    for _ in 0..=2 * opened {
+        match store.get(&org_id(ACME), &sa_id("sa-ci"), t0()).await {
+            Ok(read) => assert_eq!(read.as_ref(), Some(&stored)),
+            Err(StoreError::Unavailable(_)) => unavailable += 1,
+            Err(e) => panic!("a dead connection must be Unavailable, got {e:?}"),
+        }
+    }
+    assert!(
+        unavailable <= 2 * opened,
+        "{unavailable} failures, {opened} connections"
+    );
+    assert_eq!(
+        store
+            .get(&org_id(ACME), &sa_id("sa-ci"), t0())
+            .await
+            .unwrap(),
+        Some(stored)
+    );
+}
+
+fn unreachable_config(port: u16) -> PgConfig {
+    PgConfig {
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        max_connections: 2,
+        connect_timeout: StdDuration::from_millis(500),
+        checkout_timeout: StdDuration::from_millis(500),
+    }
+}
+
+async fn assert_unavailable_quickly(store: &PgStore) {
+    let started = Instant::now();
+    let result = store.get(&org_id(ACME), &sa_id("sa-ci"), t0()).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    let ready = store.check().await;
+    assert!(
+        matches!(ready, Err(StoreError::Unavailable(_))),
+        "{ready:?}"
+    );
+    assert!(
+        started.elapsed() < StdDuration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_unavailable_at_once() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = PgStore::connect(&unreachable_config(port)).unwrap();
+    assert_unavailable_quickly(&store).await;
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unavailable_within_the_connect_timeout() {
+    // Accepts TCP connections (the kernel does) but never speaks the protocol.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let store = PgStore::connect(&unreachable_config(port)).unwrap();
+    assert_unavailable_quickly(&store).await;
+    drop(silent);
+}
