@@ -26,7 +26,7 @@ pub fn acting_as_violations(caller: &Principal, account: &ServiceAccount) -> Vec
         .roles
         .iter()
         .enumerate()
-        .filter(|(_, role)| !caller.holds(role, account.scope, &account.scope_id))
+        .filter(|(_, role)| !caller.holds(role, &account.target))
         .map(|(index, role)| Violation {
             reason: ViolationReason::RoleNotHeld,
             field: Some(format!("roles[{index}]")),
@@ -46,13 +46,15 @@ mod tests {
 
     use super::*;
     use crate::fakes::{principal, role};
+    use crate::principal::Subject;
     use crate::resource_id::{OrgId, ServiceAccountId};
-    use crate::scope::Scope;
+    use crate::scope::{Scope, ScopeTarget};
     use crate::service_account::{
         ClientId, DisplayName, Revision, ServiceAccountStatus, dedup_roles,
     };
 
     fn account(scope: Scope, scope_id: &str, roles: &[&str]) -> ServiceAccount {
+        let target = ScopeTarget::parse(scope, scope_id).unwrap();
         let id = ServiceAccountId::parse("sa-ci").unwrap();
         ServiceAccount {
             uid: Uuid::nil(),
@@ -61,11 +63,10 @@ mod tests {
             id,
             display_name: DisplayName::parse("CI").unwrap(),
             description: None,
-            scope,
-            scope_id: scope_id.into(),
+            target,
             roles: dedup_roles(roles.iter().map(|r| role(r)).collect()),
             status: ServiceAccountStatus::Active,
-            created_by: "bob".into(),
+            created_by: Subject::parse("bob").unwrap(),
             created_at: datetime!(2026-01-01 00:00 UTC),
             updated_at: datetime!(2026-01-01 00:00 UTC),
             revision: Revision::FIRST,
@@ -117,14 +118,13 @@ mod tests {
         assert!(missing(&principal("org-acme", &["storage.writer"]), &in_web).is_empty());
         // A project-scoped caller holds its roles only in its own project.
         let mut db_writer = principal("org-acme", &["storage.writer"]);
-        db_writer.scope = Scope::Project;
-        db_writer.scope_id = "db".into();
+        db_writer.target = ScopeTarget::parse(Scope::Project, "db").unwrap();
         assert_eq!(
             missing(&db_writer, &in_web),
             [("roles[0]".to_owned(), "ROLE_NOT_HELD")]
         );
         let org_wide = account(Scope::Organization, "org-acme", &["storage.writer"]);
-        db_writer.scope_id = "web".into();
+        db_writer.target = ScopeTarget::parse(Scope::Project, "web").unwrap();
         assert_eq!(
             missing(&db_writer, &org_wide),
             [("roles[0]".to_owned(), "ROLE_NOT_HELD")],

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::client_secret::SecretHash;
+use crate::principal::Subject;
 use crate::resource_id::{CredentialId, OrgId, ServiceAccountId};
 use crate::validation::InvalidValue;
 
@@ -69,7 +70,7 @@ pub struct Credential {
     /// When it stops working (microsecond precision).
     pub expires_at: OffsetDateTime,
     /// `sub` of the creator.
-    pub created_by: String,
+    pub created_by: Subject,
     /// Creation time (microsecond precision).
     pub created_at: OffsetDateTime,
     /// Time of the last successful token mint.
@@ -112,7 +113,7 @@ mod tests {
             id: CredentialId::parse("cred-a").unwrap(),
             secret_hash: SecretHash([0; 32]),
             expires_at: datetime!(2026-01-01 00:00 UTC),
-            created_by: "alice".into(),
+            created_by: Subject::parse("alice").unwrap(),
             created_at: datetime!(2025-01-01 00:00 UTC),
             last_used_at: None,
             last_used_ip: None,

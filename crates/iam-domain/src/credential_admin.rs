@@ -301,7 +301,7 @@ fn audit(
 ) -> AuditEvent {
     AuditEvent {
         tenant: caller.tenant.clone(),
-        actor: caller.subject.clone(),
+        actor: caller.subject.to_string(),
         action,
         resource: format!("service-accounts/{account}/credentials/{id}"),
         changed_fields: vec![],

@@ -21,10 +21,10 @@ use crate::ports::{
     IdempotencyCompletion, IdempotencyKey, IdempotencyStore, InsertError, RandomnessUnavailable,
     Readiness, ServiceAccountStore, StoreError, TokenRef, TokenStore, UpdateOutcome, UsageRecorder,
 };
-use crate::principal::{Principal, PrincipalKind};
+use crate::principal::{Principal, PrincipalKind, Subject};
 use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
 use crate::role::RoleSlug;
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeTarget};
 use crate::service_account::{
     ClientId, Revision, ServiceAccount, ServiceAccountFilter, ServiceAccountStatus,
 };
@@ -161,8 +161,13 @@ impl ServiceAccountStore for Memory {
             .accounts
             .iter()
             .filter(|a| a.tenant == *tenant)
-            .filter(|a| filter.scope.is_none_or(|s| a.scope == s))
-            .filter(|a| filter.scope_id.as_ref().is_none_or(|s| a.scope_id == *s))
+            .filter(|a| filter.scope.is_none_or(|s| a.target.scope() == s))
+            .filter(|a| {
+                filter
+                    .target_id
+                    .as_ref()
+                    .is_none_or(|id| a.target.id() == id.as_str())
+            })
             .filter(|a| filter.status.is_none_or(|s| a.status == s))
             .map(|a| state.with_count(a, now))
             .collect();
@@ -561,11 +566,10 @@ pub fn seeded_memory() -> Memory {
 
 pub fn principal(tenant: &str, roles: &[&str]) -> Principal {
     Principal {
-        subject: format!("alice@{tenant}"),
+        subject: Subject::parse(format!("alice@{tenant}")).unwrap(),
         issuer: "urn:test".into(),
         tenant: org_id(tenant),
-        scope: Scope::Organization,
-        scope_id: tenant.into(),
+        target: ScopeTarget::Organization(org_id(tenant)),
         roles: roles.iter().map(|r| role(r)).collect(),
         kind: PrincipalKind::User,
         token_id: format!("jti-{tenant}"),

@@ -39,10 +39,10 @@ pub use credential::{Credential, CredentialFilter, CredentialStatus};
 pub use credential_admin::{CreatedCredential, CredentialAdmin};
 pub use organization::{OrgPolicy, OrgSlug, Organization, PolicyError};
 pub use pagination::{Cursor, Page, PagePosition, PageRequest, PageSize};
-pub use principal::{Principal, PrincipalKind};
-pub use resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
+pub use principal::{Principal, PrincipalKind, Subject};
+pub use resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId, TargetId};
 pub use role::RoleSlug;
-pub use scope::Scope;
+pub use scope::{Scope, ScopeTarget};
 pub use service_account::{
     ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
     ServiceAccountPatch, ServiceAccountStatus,

@@ -1,6 +1,6 @@
-//! Resource identifiers of organizations, projects and service accounts.
+//! Resource identifiers of organizations, projects, service accounts and credentials.
 //!
-//! All three share the contract's pattern `^[a-z]([-a-z0-9]*[a-z0-9])?$`, 1–63 characters, but
+//! All of them share the contract's pattern `^[a-z]([-a-z0-9]*[a-z0-9])?$`, 1–63 characters, but
 //! are distinct types so one can never be passed where another is expected.
 
 use std::fmt;
@@ -95,6 +95,18 @@ resource_id!(
     /// A credential id such as `cred-k3j2m4n5p6q7r2s3`, unique within its organization.
     CredentialId
 );
+resource_id!(
+    /// The id of a scope target — an organization or a project — where the scope is not
+    /// known, as the `scopeId` list filter names it.
+    TargetId
+);
+
+impl TargetId {
+    /// The id of a target already parsed as an [`OrgId`] or [`ProjectId`].
+    pub(crate) fn from_valid(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,9 +7,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::organization::OrgSlug;
-use crate::resource_id::{OrgId, ServiceAccountId};
+use crate::principal::Subject;
+use crate::resource_id::{OrgId, ServiceAccountId, TargetId};
 use crate::role::RoleSlug;
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeTarget};
 use crate::validation::{InvalidValue, check_length};
 
 /// Human-readable name, 1–255 characters, not blank, no control characters.
@@ -183,16 +184,14 @@ pub struct ServiceAccount {
     pub description: Option<Description>,
     /// Server-made, immutable.
     pub client_id: ClientId,
-    /// Organization or project; immutable.
-    pub scope: Scope,
-    /// The organization id or project id; immutable.
-    pub scope_id: String,
+    /// The organization or the project of it the account is scoped to; immutable.
+    pub target: ScopeTarget,
     /// Assigned roles, without duplicates, in the order they were given.
     pub roles: Vec<RoleSlug>,
     /// Active or disabled.
     pub status: ServiceAccountStatus,
     /// `sub` of the principal that created it.
-    pub created_by: String,
+    pub created_by: Subject,
     /// Creation time (microsecond precision).
     pub created_at: OffsetDateTime,
     /// Time of the last change (microsecond precision).
@@ -208,8 +207,8 @@ pub struct ServiceAccount {
 pub struct ServiceAccountFilter {
     /// Only accounts with this scope.
     pub scope: Option<Scope>,
-    /// Only accounts with this scope id.
-    pub scope_id: Option<String>,
+    /// Only accounts scoped to an organization or project with this id.
+    pub target_id: Option<TargetId>,
     /// Only accounts with this status.
     pub status: Option<ServiceAccountStatus>,
 }

@@ -20,9 +20,9 @@ use crate::ports::{
     ServiceAccountStore, StoreError, UpdateOutcome,
 };
 use crate::principal::Principal;
-use crate::resource_id::{ProjectId, ServiceAccountId};
+use crate::resource_id::ServiceAccountId;
 use crate::role::RoleSlug;
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeTarget};
 use crate::service_account::{
     ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
     ServiceAccountPatch, ServiceAccountStatus, dedup_roles,
@@ -236,17 +236,21 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             return Err(tenant_not_provisioned(caller));
         };
 
-        let mut violations = self
-            .scope_violations(&org, request.scope, &request.scope_id)
+        let target = self
+            .resolve_target(&org, request.scope, &request.scope_id)
             .await?;
+        let mut violations: Vec<Violation> = target.as_ref().err().cloned().into_iter().collect();
+        // Roles are checked where the account will live. Without a valid target, at the
+        // organization: the callers here are tenant admins, who hold their roles in all of it.
+        let at = target
+            .as_ref()
+            .map_or_else(|_| ScopeTarget::Organization(org.id.clone()), Clone::clone);
         let indexed: Vec<(usize, &RoleSlug)> = request.roles.iter().enumerate().collect();
-        violations.extend(
-            self.role_violations(caller, &org, request.scope, &request.scope_id, &indexed)
-                .await?,
-        );
-        if !violations.is_empty() {
-            return Err(AdminError::Rejected(violations));
-        }
+        violations.extend(self.role_violations(caller, &org, &at, &indexed).await?);
+        let target = match target {
+            Ok(target) if violations.is_empty() => target,
+            _ => return Err(AdminError::Rejected(violations)),
+        };
 
         let id = match request.id {
             Some(id) => id,
@@ -260,8 +264,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
             id,
             display_name: request.display_name,
             description: request.description,
-            scope: request.scope,
-            scope_id: request.scope_id,
+            target,
             roles: dedup_roles(request.roles),
             status: ServiceAccountStatus::Active,
             created_by: caller.subject.clone(),
@@ -346,7 +349,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
                     .await?
                     .ok_or_else(|| tenant_not_provisioned(caller))?;
                 let violations = self
-                    .role_violations(caller, &org, current.scope, &current.scope_id, &added)
+                    .role_violations(caller, &org, &current.target, &added)
                     .await?;
                 if !violations.is_empty() {
                     return Err(AdminError::Rejected(violations));
@@ -404,7 +407,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         let id = self.visible_id(caller, id)?;
         let audit = AuditEvent {
             tenant: caller.tenant.clone(),
-            actor: caller.subject.clone(),
+            actor: caller.subject.to_string(),
             action: AuditAction::ServiceAccountDeleted,
             resource: resource_name(&id),
             changed_fields: vec![],
@@ -434,45 +437,47 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         visible_account_id(caller, &self.admin_role, raw)
     }
 
-    async fn scope_violations(
+    /// The target a create names, if the org policy allows its scope and it exists in the
+    /// organization; else the violation to report. The one place a requested `scopeId` is
+    /// parsed.
+    async fn resolve_target(
         &self,
         org: &Organization,
         scope: Scope,
         scope_id: &str,
-    ) -> Result<Vec<Violation>, StoreError> {
+    ) -> Result<Result<ScopeTarget, Violation>, StoreError> {
         if !org.policy.allows(scope) {
-            return Ok(vec![Violation {
+            return Ok(Err(Violation {
                 reason: ViolationReason::ScopeNotAllowed,
                 field: Some("scope".into()),
                 message: format!("the organization policy does not allow scope {scope}"),
-            }]);
+            }));
         }
-        let exists = match scope {
-            Scope::Organization => scope_id == org.id.as_str(),
-            Scope::Project => match ProjectId::parse(scope_id) {
-                Ok(project) => self.directory.project_exists(&org.id, &project).await?,
-                Err(_) => false,
-            },
+        let exists = match ScopeTarget::parse(scope, scope_id) {
+            Ok(target @ ScopeTarget::Organization(_)) => {
+                (target == ScopeTarget::Organization(org.id.clone())).then_some(target)
+            }
+            Ok(ScopeTarget::Project(project)) => self
+                .directory
+                .project_exists(&org.id, &project)
+                .await?
+                .then_some(ScopeTarget::Project(project)),
+            Err(_) => None,
         };
-        Ok(if exists {
-            vec![]
-        } else {
-            vec![Violation {
-                reason: ViolationReason::ScopeTargetNotFound,
-                field: Some("scopeId".into()),
-                message: format!("no {scope} {scope_id:?} in this organization"),
-            }]
-        })
+        Ok(exists.ok_or_else(|| Violation {
+            reason: ViolationReason::ScopeTargetNotFound,
+            field: Some("scopeId".into()),
+            message: format!("no {scope} {scope_id:?} in this organization"),
+        }))
     }
 
     /// Violations of the catalog and scope-down rules by `roles` (with their request indexes),
-    /// to be held in `scope`/`scope_id`.
+    /// to be held at `target`.
     async fn role_violations(
         &self,
         caller: &Principal,
         org: &Organization,
-        scope: Scope,
-        scope_id: &str,
+        target: &ScopeTarget,
         roles: &[(usize, &RoleSlug)],
     ) -> Result<Vec<Violation>, StoreError> {
         if roles.is_empty() {
@@ -490,7 +495,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
                         field,
                         message: format!("role {role} is not in the organization's catalog"),
                     })
-                } else if !caller.holds(role, scope, scope_id) {
+                } else if !caller.holds(role, target) {
                     Some(Violation {
                         reason: ViolationReason::RoleNotHeld,
                         field,
@@ -519,7 +524,7 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
     ) -> AuditEvent {
         AuditEvent {
             tenant: caller.tenant.clone(),
-            actor: caller.subject.clone(),
+            actor: caller.subject.to_string(),
             action,
             resource: resource_name(&account.id),
             changed_fields: changed_fields.into_iter().map(str::to_owned).collect(),
@@ -646,7 +651,7 @@ mod tests {
         let sa = create(&w, "sa-ci");
         assert_eq!(sa.client_id.as_str(), "sa-ci@acme.iam");
         assert_eq!(sa.status, ServiceAccountStatus::Active);
-        assert_eq!(sa.created_by, "alice@org-acme");
+        assert_eq!(sa.created_by.as_str(), "alice@org-acme");
         assert_eq!(
             sa.created_at,
             datetime!(2026-01-02 03:04:05.123456 UTC),
@@ -687,8 +692,7 @@ mod tests {
             Err(AdminError::Forbidden)
         ));
         let mut project_admin = acme_admin();
-        project_admin.scope = Scope::Project;
-        project_admin.scope_id = "web".into();
+        project_admin.target = ScopeTarget::parse(Scope::Project, "web").unwrap();
         let req = request("sa-x", Scope::Project, "web", &[]);
         assert!(matches!(
             block_on(w.admin.create(&project_admin, &ctx(), req, None)),

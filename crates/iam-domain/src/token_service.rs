@@ -22,18 +22,19 @@ use crate::ports::{
     UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind};
-use crate::resource_id::{CredentialId, OrgId, ProjectId};
+use crate::resource_id::{CredentialId, OrgId};
 use crate::role::RoleSlug;
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeTarget};
 use crate::service_account::{ClientId, ServiceAccountStatus};
 use crate::throttle::MintThrottle;
 
-/// `scope_narrowing` of a mint: ask for less than the account has.
+/// `scope_narrowing` of a mint as requested: ask for less than the account has. The requested
+/// `scopeId` is parsed once, by the mint, into a [`ScopeTarget`] of the account's organization.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Narrowing {
     /// A narrower scope (an organization-scoped account may ask for one of its projects).
     pub scope: Option<Scope>,
-    /// The scope target for `scope`.
+    /// The requested `scopeId` for `scope`.
     pub scope_id: Option<String>,
     /// A subset of the account's roles.
     pub roles: Option<Vec<RoleSlug>>,
@@ -46,10 +47,8 @@ pub struct Grant {
     pub subject: ClientId,
     /// `tenant_id`.
     pub tenant: OrgId,
-    /// `scope`.
-    pub scope: Scope,
-    /// `scope_id`.
-    pub scope_id: String,
+    /// `scope` and `scope_id`.
+    pub target: ScopeTarget,
     /// `roles`.
     pub roles: Vec<RoleSlug>,
     /// `credential_id`.
@@ -84,32 +83,22 @@ pub enum MintError {
     Store(#[from] StoreError),
 }
 
-/// The scope of a grant: the account's own, or a narrower one inside it.
-fn narrowed_scope(
-    account_scope: Scope,
-    account_scope_id: &str,
-    narrowing: &Narrowing,
-) -> Result<(Scope, String), MintError> {
+/// What a grant is scoped to: the account's own target, or a narrower one inside it. The
+/// one place a requested narrowing is parsed.
+fn narrowed_target(account: &ScopeTarget, narrowing: &Narrowing) -> Result<ScopeTarget, MintError> {
     let refuse = || {
         MintError::NarrowingRefused(
             "the requested scope is not within the service account's scope".into(),
         )
     };
-    let wanted_id = narrowing.scope_id.as_deref();
-    match (narrowing.scope.unwrap_or(account_scope), account_scope) {
-        (Scope::Organization, Scope::Organization)
-            if wanted_id.is_none_or(|id| id == account_scope_id) =>
-        {
-            Ok((Scope::Organization, account_scope_id.to_owned()))
-        }
+    let wanted = narrowing.scope.unwrap_or(account.scope());
+    match (&narrowing.scope_id, wanted, account) {
+        // Its own target, named or not.
+        (None, scope, own) if scope == own.scope() => Ok(own.clone()),
+        (Some(id), scope, own) if scope == own.scope() && id == own.id() => Ok(own.clone()),
         // An organization-scoped account may narrow to any project of its organization.
-        (Scope::Project, Scope::Organization) => {
-            let project = wanted_id.ok_or_else(refuse)?;
-            crate::resource_id::check(project).map_err(|_| refuse())?;
-            Ok((Scope::Project, project.to_owned()))
-        }
-        (Scope::Project, Scope::Project) if wanted_id.is_none_or(|id| id == account_scope_id) => {
-            Ok((Scope::Project, account_scope_id.to_owned()))
+        (Some(id), Scope::Project, ScopeTarget::Organization(_)) => {
+            ScopeTarget::parse(Scope::Project, id).map_err(|_| refuse())
         }
         _ => Err(refuse()),
     }
@@ -243,22 +232,18 @@ impl<A: Adapters> TokenService<A> {
             return Err(MintError::InvalidClient);
         }
 
-        let (scope, scope_id) = narrowed_scope(account.scope, &account.scope_id, narrowing)?;
-        if scope != account.scope {
+        let target = narrowed_target(&account.target, narrowing)?;
+        if let ScopeTarget::Project(project) = &target
+            && target != account.target
+            && !self
+                .directory
+                .project_exists(&account.tenant, project)
+                .await?
+        {
             // Narrowed to a project of the organization: it must exist.
-            let exists = match ProjectId::parse(scope_id.as_str()) {
-                Ok(project) => {
-                    self.directory
-                        .project_exists(&account.tenant, &project)
-                        .await?
-                }
-                Err(_) => false,
-            };
-            if !exists {
-                return Err(MintError::NarrowingRefused(format!(
-                    "no project {scope_id:?} in the service account's organization"
-                )));
-            }
+            return Err(MintError::NarrowingRefused(format!(
+                "no project \"{project}\" in the service account's organization"
+            )));
         }
         let roles = match &narrowing.roles {
             None => account.roles.clone(),
@@ -277,8 +262,7 @@ impl<A: Adapters> TokenService<A> {
         Ok(Grant {
             subject: account.client_id,
             tenant: account.tenant,
-            scope,
-            scope_id,
+            target,
             roles,
             credential_id,
             token_id: self.ids.uid().to_string(),
@@ -298,7 +282,7 @@ impl<A: Adapters> TokenService<A> {
     pub async fn is_live(&self, principal: &Principal) -> Result<bool, StoreError> {
         let service_account = match (principal.kind, &principal.credential_id) {
             (PrincipalKind::ServiceAccount, Some(credential)) => Some((
-                ClientId::from_stored(principal.subject.clone()),
+                ClientId::from_stored(principal.subject.as_str().to_owned()),
                 credential.clone(),
             )),
             (PrincipalKind::ServiceAccount, None) => return Ok(false),
@@ -377,6 +361,7 @@ mod tests {
     use crate::fakes::{
         Fakes, FixedClock, Memory, SeqIds, block_on, principal, role, seeded_memory,
     };
+    use crate::principal::Subject;
     use crate::resource_id::ServiceAccountId;
     use crate::service_account::{DisplayName, ServiceAccountPatch};
     use crate::service_account_admin::{CreateServiceAccount, Precondition, ServiceAccountAdmin};
@@ -478,11 +463,10 @@ mod tests {
 
     fn sa_principal(grant: &Grant) -> Principal {
         Principal {
-            subject: grant.subject.as_str().to_owned(),
+            subject: Subject::parse(grant.subject.as_str()).unwrap(),
             issuer: "urn:test".into(),
             tenant: grant.tenant.clone(),
-            scope: grant.scope,
-            scope_id: grant.scope_id.clone(),
+            target: grant.target.clone(),
             roles: grant.roles.iter().cloned().collect(),
             kind: PrincipalKind::ServiceAccount,
             token_id: grant.token_id.clone(),
@@ -497,7 +481,7 @@ mod tests {
         assert_eq!(grant.subject.as_str(), "sa-ci@acme.iam");
         assert_eq!(grant.tenant.as_str(), "org-acme");
         assert_eq!(
-            (grant.scope, grant.scope_id.as_str()),
+            (grant.target.scope(), grant.target.id()),
             (Scope::Organization, "org-acme")
         );
         assert_eq!(
@@ -658,7 +642,7 @@ mod tests {
         };
         let grant = mint(&w, "sa-ci@acme.iam", &w.secret, &ok).unwrap();
         assert_eq!(
-            (grant.scope, grant.scope_id.as_str()),
+            (grant.target.scope(), grant.target.id()),
             (Scope::Project, "web")
         );
         assert_eq!(grant.roles, [role("storage.reader")]);

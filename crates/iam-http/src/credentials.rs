@@ -96,7 +96,7 @@ impl<'a> CredentialView<'a> {
             service_account_id: credential.service_account_id.to_string(),
             status: credential.status(now).as_str(),
             expires_at: credential.expires_at,
-            created_by: credential.created_by.clone(),
+            created_by: credential.created_by.to_string(),
             created_at: credential.created_at,
             last_used_at: credential.last_used_at,
             last_used_ip: credential.last_used_ip.map(|ip| ip.to_string()),

@@ -14,7 +14,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use iam_domain::{CredentialId, OrgId, Principal, PrincipalKind, RoleSlug, Scope};
+use iam_domain::{
+    CredentialId, OrgId, Principal, PrincipalKind, RoleSlug, Scope, ScopeTarget, Subject,
+};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -144,9 +146,6 @@ impl From<&str> for Audience {
         Audience::One(audience.to_owned())
     }
 }
-
-/// Longest accepted `sub`, in characters (it is stored as `createdBy` and in audit events).
-pub const MAX_SUBJECT_LEN: usize = 255;
 
 /// RFC 7638 thumbprint of an Ed25519 public key: the `kid`.
 fn thumbprint(public: &ed25519_dalek::VerifyingKey) -> String {
@@ -444,21 +443,17 @@ impl TokenVerifier {
 }
 
 fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
-    let sub_ok = (1..=MAX_SUBJECT_LEN).contains(&claims.sub.chars().count())
-        && !claims.sub.chars().any(char::is_control);
-    if !sub_ok {
-        return Err(TokenError::BadClaims("sub"));
-    }
+    let scope = claims
+        .scope
+        .parse::<Scope>()
+        .map_err(|_| TokenError::BadClaims("scope"))?;
     Ok(Principal {
-        subject: claims.sub.clone(),
+        subject: Subject::parse(claims.sub.as_str()).map_err(|_| TokenError::BadClaims("sub"))?,
         issuer: claims.iss.clone(),
         tenant: OrgId::parse(claims.tenant_id.as_str())
             .map_err(|_| TokenError::BadClaims("tenant_id"))?,
-        scope: claims
-            .scope
-            .parse::<Scope>()
-            .map_err(|_| TokenError::BadClaims("scope"))?,
-        scope_id: claims.scope_id.clone(),
+        target: ScopeTarget::parse(scope, &claims.scope_id)
+            .map_err(|_| TokenError::BadClaims("scope_id"))?,
         roles: claims
             .roles
             .iter()

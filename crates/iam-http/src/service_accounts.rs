@@ -15,7 +15,7 @@ use iam_domain::service_account_admin::{Precondition, entity_tag};
 use iam_domain::{
     CreateServiceAccount, Description, DisplayName, RequestContext, RoleSlug, Scope,
     ServiceAccount, ServiceAccountFilter, ServiceAccountId, ServiceAccountPatch,
-    ServiceAccountStatus, resource_id,
+    ServiceAccountStatus, TargetId,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -115,11 +115,11 @@ impl From<&ServiceAccount> for ServiceAccountView {
             display_name: sa.display_name.as_str().to_owned(),
             description: sa.description.as_ref().map(|d| d.as_str().to_owned()),
             client_id: sa.client_id.as_str().to_owned(),
-            scope: sa.scope.as_str(),
-            scope_id: sa.scope_id.clone(),
+            scope: sa.target.scope().as_str(),
+            scope_id: sa.target.id().to_owned(),
             roles: sa.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             status: sa.status.as_str(),
-            created_by: sa.created_by.clone(),
+            created_by: sa.created_by.to_string(),
             created_at: sa.created_at,
             updated_at: sa.updated_at,
             active_credential_count: sa.active_credential_count,
@@ -238,7 +238,7 @@ fn page_binding<'a>(tenant: &'a str, filter: &'a ServiceAccountFilter) -> [&'a s
         "service-accounts",
         tenant,
         filter.scope.map_or("", Scope::as_str),
-        filter.scope_id.as_deref().unwrap_or(""),
+        filter.target_id.as_ref().map_or("", TargetId::as_str),
         filter.status.map_or("", ServiceAccountStatus::as_str),
     ]
 }
@@ -289,8 +289,8 @@ pub async fn list<A: Adapters>(
                 Ok(status) => filter.status = Some(status),
                 Err(e) => errors.push(ErrorDetail::invalid(name, e)),
             },
-            "scopeId" => match resource_id::check(&value) {
-                Ok(()) => filter.scope_id = Some(value),
+            "scopeId" => match TargetId::parse(value) {
+                Ok(id) => filter.target_id = Some(id),
                 Err(e) => errors.push(ErrorDetail::invalid(name, e)),
             },
             // body::query admits only LIST_PARAMS, all handled above.

@@ -37,6 +37,7 @@ use iam_domain::client_secret::SecretHash;
 use iam_domain::credential::{Credential, CredentialFilter, CredentialStatus};
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
 use iam_domain::ports::{CapOutcome, CredentialStore, IdempotencyCompletion, StoreError};
+use iam_domain::principal::Subject;
 use iam_domain::resource_id::{CredentialId, OrgId, ServiceAccountId};
 use iam_domain::service_account::{ClientId, ServiceAccount};
 use time::OffsetDateTime;
@@ -75,7 +76,7 @@ impl CredentialRow {
             id: credential.id.as_str().to_owned(),
             secret_hash: credential.secret_hash.0.to_vec(),
             expires_at: credential.expires_at,
-            created_by: credential.created_by.clone(),
+            created_by: credential.created_by.as_str().to_owned(),
             created_at: credential.created_at,
             last_used_at: credential.last_used_at,
             last_used_ip: credential.last_used_ip.map(|ip| ip.to_string()),
@@ -99,7 +100,7 @@ impl CredentialRow {
             id: CredentialId::parse(self.id).map_err(|e| bad("id", &e))?,
             secret_hash: SecretHash(secret_hash),
             expires_at: self.expires_at,
-            created_by: self.created_by,
+            created_by: Subject::parse(self.created_by).map_err(|e| bad("created_by", &e))?,
             created_at: self.created_at,
             last_used_at: self.last_used_at,
             last_used_ip: self

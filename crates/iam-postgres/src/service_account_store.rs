@@ -21,8 +21,10 @@ use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
 use iam_domain::ports::{
     IdempotencyCompletion, InsertError, ServiceAccountStore, StoreError, UpdateOutcome,
 };
+use iam_domain::principal::Subject;
 use iam_domain::resource_id::{OrgId, ServiceAccountId};
 use iam_domain::role::RoleSlug;
+use iam_domain::scope::ScopeTarget;
 use iam_domain::service_account::{
     ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
 };
@@ -81,11 +83,11 @@ impl ServiceAccountRow {
             display_name: account.display_name.as_str().to_owned(),
             description: account.description.as_ref().map(|d| d.as_str().to_owned()),
             client_id: account.client_id.as_str().to_owned(),
-            scope: account.scope.as_str().to_owned(),
-            scope_id: account.scope_id.clone(),
+            scope: account.target.scope().as_str().to_owned(),
+            scope_id: account.target.id().to_owned(),
             roles: roles_to_row(&account.roles),
             status: account.status.as_str().to_owned(),
-            created_by: account.created_by.clone(),
+            created_by: account.created_by.as_str().to_owned(),
             created_at: account.created_at,
             updated_at: account.updated_at,
             revision: revision_to_row(account.revision)?,
@@ -121,11 +123,14 @@ impl ServiceAccountRow {
                 .transpose()
                 .map_err(|e| bad("description", &e))?,
             client_id: ClientId::from_stored(self.client_id),
-            scope: self.scope.parse().map_err(|e| bad("scope", &e))?,
-            scope_id: self.scope_id,
+            target: ScopeTarget::parse(
+                self.scope.parse().map_err(|e| bad("scope", &e))?,
+                &self.scope_id,
+            )
+            .map_err(|e| bad("scope_id", &e))?,
             roles,
             status: self.status.parse().map_err(|e| bad("status", &e))?,
-            created_by: self.created_by,
+            created_by: Subject::parse(self.created_by).map_err(|e| bad("created_by", &e))?,
             created_at: self.created_at,
             updated_at: self.updated_at,
             revision: Revision(u64::try_from(self.revision).map_err(|e| bad("revision", &e))?),
@@ -180,8 +185,8 @@ fn filtered<'a>(
     if let Some(scope) = filter.scope {
         query = query.filter(service_accounts::scope.eq(scope.as_str()));
     }
-    if let Some(scope_id) = &filter.scope_id {
-        query = query.filter(service_accounts::scope_id.eq(scope_id.clone()));
+    if let Some(target_id) = &filter.target_id {
+        query = query.filter(service_accounts::scope_id.eq(target_id.as_str().to_owned()));
     }
     if let Some(status) = filter.status {
         query = query.filter(service_accounts::status.eq(status.as_str()));

@@ -1,7 +1,7 @@
 //! `iam-server token mint`: bootstrap tokens signed with the server key (SPEC §3), for first
 //! setup, scripts and development.
 
-use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope};
+use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope, ScopeTarget, Subject};
 use iam_http::jwt::{AccessClaims, Audience, Ed25519Key, TokenSigner};
 use time::{Duration, OffsetDateTime};
 
@@ -43,9 +43,14 @@ pub fn mint(
         (None, Scope::Organization) => request.tenant.to_string(),
         (None, Scope::Project) => anyhow::bail!("--scope-id is required for project scope"),
     };
+    // A token whose scope target is not an organization or project id would be refused.
+    let target = ScopeTarget::parse(request.scope, &scope_id)
+        .map_err(|e| anyhow::anyhow!("--scope-id {scope_id:?}: {e}"))?;
+    let subject =
+        Subject::parse(request.subject.as_str()).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
     let iat = now.unix_timestamp();
     let claims = AccessClaims {
-        sub: request.subject.clone(),
+        sub: subject.to_string(),
         iss: config.issuer.clone(),
         aud: Audience::One(config.audience.clone()),
         exp: (now + request.ttl).unix_timestamp(),
@@ -53,8 +58,8 @@ pub fn mint(
         nbf: Some(iat),
         jti: uuid::Uuid::new_v4().to_string(),
         tenant_id: request.tenant.to_string(),
-        scope: request.scope.as_str().to_owned(),
-        scope_id,
+        scope: target.scope().as_str().to_owned(),
+        scope_id: target.id().to_owned(),
         roles: request.roles.iter().map(ToString::to_string).collect(),
         principal_type: request.kind.as_str().to_owned(),
         credential_id: None,

@@ -43,7 +43,7 @@ pub(super) fn credential(
         id: cred_id(id),
         secret_hash: SecretHash(hash),
         expires_at,
-        created_by: "alice".into(),
+        created_by: Subject::parse("alice").unwrap(),
         created_at,
         last_used_at: None,
         last_used_ip: None,

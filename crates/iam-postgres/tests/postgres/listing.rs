@@ -28,8 +28,7 @@ async fn insert_many(
             ServiceAccountStatus::Active
         };
         if i % 5 == 0 {
-            a.scope = Scope::Organization;
-            a.scope_id = tenant.into();
+            a.target = ScopeTarget::parse(Scope::Organization, tenant).unwrap();
         }
         insert(store, &a).await;
         accounts.push(a);
@@ -173,12 +172,12 @@ async fn filters_combine_and_apply_in_both_modes() {
     let accounts = insert_many(&store, ACME, 60, 1000).await;
     let filter = ServiceAccountFilter {
         scope: Some(Scope::Project),
-        scope_id: Some("web".into()),
+        target_id: Some(TargetId::parse("web").unwrap()),
         status: Some(ServiceAccountStatus::Active),
     };
     let expected: Vec<ServiceAccount> = accounts
         .iter()
-        .filter(|a| a.scope == Scope::Project && a.status == ServiceAccountStatus::Active)
+        .filter(|a| a.target.scope() == Scope::Project && a.status == ServiceAccountStatus::Active)
         .cloned()
         .collect();
     assert!(expected.len() > 10 && expected.len() < 60);
@@ -205,7 +204,7 @@ async fn filters_combine_and_apply_in_both_modes() {
     };
     let page = walk(&store, ACME, &org_scoped, 500).await;
     assert_eq!(page.len(), 12);
-    assert!(page.iter().all(|a| a.scope == Scope::Organization));
+    assert!(page.iter().all(|a| a.target.scope() == Scope::Organization));
 
     let disabled = ServiceAccountFilter {
         status: Some(ServiceAccountStatus::Disabled),
@@ -214,7 +213,7 @@ async fn filters_combine_and_apply_in_both_modes() {
     assert_eq!(walk(&store, ACME, &disabled, 500).await.len(), 15);
 
     let nowhere = ServiceAccountFilter {
-        scope_id: Some("db".into()),
+        target_id: Some(TargetId::parse("db").unwrap()),
         ..ServiceAccountFilter::default()
     };
     assert!(walk(&store, ACME, &nowhere, 500).await.is_empty());

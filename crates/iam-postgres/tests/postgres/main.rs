@@ -30,9 +30,11 @@ use iam_domain::ports::{
     Directory, IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyStore,
     InsertError, Readiness, ServiceAccountStore, StoreError, StoredResponse, UpdateOutcome,
 };
+use iam_domain::principal::Subject;
+use iam_domain::resource_id::TargetId;
 use iam_domain::resource_id::{OrgId, ProjectId, ServiceAccountId};
 use iam_domain::role::RoleSlug;
-use iam_domain::scope::Scope;
+use iam_domain::scope::{Scope, ScopeTarget};
 use iam_domain::service_account::{
     ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
     ServiceAccountStatus,
@@ -116,11 +118,10 @@ fn account(tenant: &str, id: &str, created_at: OffsetDateTime, uid: u128) -> Ser
         id,
         display_name: DisplayName::parse("CI pipeline").unwrap(),
         description: Some(Description::parse("deploys\nthings").unwrap()),
-        scope: Scope::Project,
-        scope_id: "web".into(),
+        target: ScopeTarget::parse(Scope::Project, "web").unwrap(),
         roles: vec![role("compute.deployer"), role("admin")],
         status: ServiceAccountStatus::Active,
-        created_by: "alice".into(),
+        created_by: Subject::parse("alice").unwrap(),
         created_at,
         updated_at: created_at,
         revision: Revision::FIRST,

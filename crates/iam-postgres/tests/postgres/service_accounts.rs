@@ -27,8 +27,7 @@ async fn an_account_without_description_or_roles_round_trips() {
     let mut stored = account(ACME, "sa-bare", t0(), 1);
     stored.description = None;
     stored.roles = vec![];
-    stored.scope = Scope::Organization;
-    stored.scope_id = ACME.into();
+    stored.target = ScopeTarget::parse(Scope::Organization, ACME).unwrap();
     stored.status = ServiceAccountStatus::Disabled;
     insert(&store, &stored).await;
     let read = store
