@@ -13,7 +13,7 @@
 
 use crate::principal::Principal;
 use crate::service_account::ServiceAccount;
-use crate::service_account_admin::{Violation, ViolationReason};
+use crate::violation::{Field, Violation, ViolationReason};
 
 /// The roles of `account` that `caller` does not hold in the account's scope, one
 /// [`ViolationReason::RoleNotHeld`] each, with `field` `roles[i]` (the index in the account's
@@ -29,7 +29,7 @@ pub fn acting_as_violations(caller: &Principal, account: &ServiceAccount) -> Vec
         .filter(|(_, role)| !caller.holds(role, &account.target))
         .map(|(index, role)| Violation {
             reason: ViolationReason::RoleNotHeld,
-            field: Some(format!("roles[{index}]")),
+            field: Some(Field::Role(index)),
             message: format!(
                 "you do not hold role {role}, which service account {} holds, so you may not \
                  act as it",
@@ -74,7 +74,7 @@ mod tests {
         }
     }
 
-    fn missing(caller: &Principal, account: &ServiceAccount) -> Vec<(String, &'static str)> {
+    fn missing(caller: &Principal, account: &ServiceAccount) -> Vec<(Field, &'static str)> {
         acting_as_violations(caller, account)
             .into_iter()
             .map(|v| (v.field.unwrap(), v.reason.code()))
@@ -91,7 +91,7 @@ mod tests {
         let admin_only = principal("org-acme", &["admin"]);
         assert_eq!(
             missing(&admin_only, &strong),
-            [("roles[1]".to_owned(), "ROLE_NOT_HELD")]
+            [(Field::Role(1), "ROLE_NOT_HELD")]
         );
         let both = principal("org-acme", &["admin", "storage.writer"]);
         assert!(missing(&both, &strong).is_empty());
@@ -99,8 +99,8 @@ mod tests {
         assert_eq!(
             missing(&neither, &strong),
             [
-                ("roles[0]".to_owned(), "ROLE_NOT_HELD"),
-                ("roles[1]".to_owned(), "ROLE_NOT_HELD"),
+                (Field::Role(0), "ROLE_NOT_HELD"),
+                (Field::Role(1), "ROLE_NOT_HELD"),
             ]
         );
     }
@@ -121,13 +121,13 @@ mod tests {
         db_writer.target = ScopeTarget::parse(Scope::Project, "db").unwrap();
         assert_eq!(
             missing(&db_writer, &in_web),
-            [("roles[0]".to_owned(), "ROLE_NOT_HELD")]
+            [(Field::Role(0), "ROLE_NOT_HELD")]
         );
         let org_wide = account(Scope::Organization, "org-acme", &["storage.writer"]);
         db_writer.target = ScopeTarget::parse(Scope::Project, "web").unwrap();
         assert_eq!(
             missing(&db_writer, &org_wide),
-            [("roles[0]".to_owned(), "ROLE_NOT_HELD")],
+            [(Field::Role(0), "ROLE_NOT_HELD")],
             "a project role does not reach an organization-scoped account"
         );
     }

@@ -511,8 +511,6 @@ impl Adapters for Fakes {
     type Tokens = Memory;
     type Usage = Memory;
     type Directory = Memory;
-    type Idempotency = Memory;
-    type Readiness = Memory;
     type Clock = FixedClock;
     type Ids = SeqIds;
 }

@@ -28,6 +28,8 @@ pub mod service_account_admin;
 pub mod throttle;
 pub mod token_service;
 pub mod validation;
+pub mod violation;
+mod visibility;
 
 #[cfg(test)]
 mod fakes;
@@ -36,7 +38,7 @@ pub use acting_as::acting_as_violations;
 pub use audit::{AuditAction, AuditEvent, RequestContext};
 pub use client_secret::{ClientSecret, MalformedSecret, SecretHash, SecretHasher};
 pub use credential::{Credential, CredentialFilter, CredentialStatus};
-pub use credential_admin::{CreatedCredential, CredentialAdmin};
+pub use credential_admin::{CreatedCredential, CredentialAdmin, CredentialError};
 pub use organization::{OrgPolicy, OrgSlug, Organization, PolicyError};
 pub use pagination::{Cursor, Page, PagePosition, PageRequest, PageSize};
 pub use principal::{Principal, PrincipalKind, Subject};
@@ -47,9 +49,8 @@ pub use service_account::{
     ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
     ServiceAccountPatch, ServiceAccountStatus,
 };
-pub use service_account_admin::{
-    AdminError, CreateServiceAccount, ServiceAccountAdmin, Violation, ViolationReason,
-};
+pub use service_account_admin::{CreateServiceAccount, ServiceAccountAdmin, ServiceAccountError};
 pub use throttle::{MintThrottle, ThrottleLimits};
 pub use token_service::{Grant, MintError, Narrowing, TokenService};
 pub use validation::InvalidValue;
+pub use violation::{Field, Violation, ViolationReason};

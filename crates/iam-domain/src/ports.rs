@@ -37,8 +37,16 @@ pub trait Clock: Send + Sync + 'static {
     /// The current time in UTC.
     fn now(&self) -> OffsetDateTime;
 
-    /// The current time truncated to the microsecond precision storage keeps, so that what
-    /// is returned to a client equals what a later read returns.
+    /// The current time truncated to microseconds.
+    ///
+    /// Why the domain, not the storage adapter, deals in this precision: a use case returns
+    /// what it created (`createdAt`, `expiresAt`, the claim time of an idempotency key, the
+    /// `(createdAt, uid)` keys of page cursors) straight from memory, before any read-back.
+    /// Had it kept nanoseconds that storage then truncates, the 201 of a create would differ
+    /// from every later GET of the same resource, a cursor would not match its row, and an
+    /// idempotency claim could not be found again by its time. Microseconds are the finest
+    /// precision common to the stores the contract expects (PostgreSQL `timestamptz`), and the
+    /// domain promises its values survive storage unchanged.
     fn now_micros(&self) -> OffsetDateTime {
         to_storage_precision(self.now())
     }
@@ -463,8 +471,14 @@ pub trait Readiness: Send + Sync + 'static {
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// The set of adapters one deployment uses; lets use cases and routes name them with one
-/// type parameter.
+/// The set of adapters the use cases need in one deployment; lets use cases and routes name
+/// them with one type parameter.
+///
+/// [`IdempotencyStore`] and [`Readiness`] are not part of it: only the HTTP adapter uses them
+/// (`iam_http::HttpAdapters` extends this bundle with them). They are defined here all the
+/// same, because the storage adapter implements them and adapters do not depend on each
+/// other; and the record of an idempotent create ([`IdempotencyCompletion`]) travels through
+/// the domain's store ports, which write it in the create's own transaction.
 pub trait Adapters: Send + Sync + 'static {
     /// Service-account persistence.
     type Store: ServiceAccountStore;
@@ -476,10 +490,6 @@ pub trait Adapters: Send + Sync + 'static {
     type Usage: UsageRecorder;
     /// Organizations, projects, roles.
     type Directory: Directory;
-    /// Idempotency records.
-    type Idempotency: IdempotencyStore;
-    /// Backend readiness.
-    type Readiness: Readiness;
     /// Time.
     type Clock: Clock;
     /// Identifiers.

@@ -81,6 +81,10 @@ pub enum MintError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something else failed: a broken contract of an adapter (no mint step can fail this way
+    /// today; the variant keeps such failures apart from storage outages).
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What a grant is scoped to: the account's own target, or a narrower one inside it. The

@@ -17,11 +17,11 @@ use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use iam_domain::Principal;
-use iam_domain::ports::{Adapters, Clock, StoreError};
+use iam_domain::ports::{Clock, StoreError};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::jwt::{AccessClaims, TokenVerifier};
+use crate::{AppState, HttpAdapters};
 
 /// Checks that a verified token is still live (see the module docs).
 pub trait LivenessCheck: Send + Sync + 'static {
@@ -35,7 +35,7 @@ pub trait LivenessCheck: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<bool, StoreError>> + 'a>>;
 }
 
-impl<A: Adapters> LivenessCheck for AppState<A> {
+impl<A: HttpAdapters> LivenessCheck for AppState<A> {
     fn is_live<'a>(
         &'a self,
         principal: &'a Principal,

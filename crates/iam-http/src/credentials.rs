@@ -11,7 +11,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
-use iam_domain::ports::{Adapters, Recorder};
+use iam_domain::ports::Recorder;
 use iam_domain::{ClientSecret, CreatedCredential, Credential, CredentialFilter};
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
@@ -19,7 +19,6 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::body::{self, Fields, Presence};
 use crate::caller::Caller;
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
@@ -27,6 +26,7 @@ use crate::idempotency;
 use crate::paging::PageQuery;
 use crate::reply::Reply;
 use crate::service_accounts::{BASE_PATH, context};
+use crate::{AppState, HttpAdapters};
 
 /// A credential as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -158,7 +158,7 @@ const LIST_PARAMS: &[&str] = &["pageSize", "pageToken", "offset", "status"];
     ),
     security(("bearer" = []))
 )]
-pub async fn list<A: Adapters>(
+pub async fn list<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     req: HttpRequest,
@@ -223,7 +223,7 @@ pub async fn list<A: Adapters>(
     ),
     security(("bearer" = []))
 )]
-pub async fn create<A: Adapters>(
+pub async fn create<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     req: HttpRequest,
@@ -315,7 +315,7 @@ fn parse_create(
     ),
     security(("bearer" = []))
 )]
-pub async fn get<A: Adapters>(
+pub async fn get<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     path: web::Path<(String, String)>,
@@ -338,7 +338,7 @@ pub async fn get<A: Adapters>(
     ),
     security(("bearer" = []))
 )]
-pub async fn delete<A: Adapters>(
+pub async fn delete<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     req: HttpRequest,

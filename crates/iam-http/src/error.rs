@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use iam_domain::ports::StoreError;
-use iam_domain::{AdminError, InvalidValue, Violation};
+use iam_domain::{CredentialError, Field, InvalidValue, ServiceAccountError, Violation};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -236,32 +236,61 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The JSON path of a domain [`Field`] in the request (or, for the acting-as rule, in the
+/// account's representation).
+pub fn json_path(field: Field) -> String {
+    match field {
+        Field::Scope => "scope".to_owned(),
+        Field::ScopeId => "scopeId".to_owned(),
+        Field::Role(index) => format!("roles[{index}]"),
+        Field::ExpiresAt => "expiresAt".to_owned(),
+    }
+}
+
 impl From<Violation> for ErrorDetail {
     fn from(violation: Violation) -> Self {
         Self {
             reason: violation.reason.code().to_owned(),
-            field: violation.field,
+            field: violation.field.map(json_path),
             message: Some(violation.message),
         }
     }
 }
 
-impl From<AdminError> for ApiError {
-    fn from(error: AdminError) -> Self {
+impl ApiError {
+    /// 403: the caller does not hold every role of the account it would act as.
+    fn acting_as_refused(violations: Vec<Violation>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "you may only do this for a service account whose roles you all hold",
+            violations.into_iter().map(ErrorDetail::from).collect(),
+        )
+    }
+
+    /// 422 listing every broken rule.
+    fn rejected(violations: Vec<Violation>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the request breaks the organization's rules",
+            violations.into_iter().map(ErrorDetail::from).collect(),
+        )
+    }
+
+    /// 500 for a failure that is no client's fault; the cause is logged here, once.
+    pub(crate) fn internal_because(cause: &(dyn std::error::Error + Send + Sync)) -> Self {
+        tracing::error!(error = %cause, source = ?cause.source(), "internal failure");
+        Self::internal()
+    }
+}
+
+impl From<ServiceAccountError> for ApiError {
+    fn from(error: ServiceAccountError) -> Self {
         match error {
-            AdminError::Forbidden => Self::forbidden(),
-            AdminError::ActingAsRefused(violations) => Self::new(
-                StatusCode::FORBIDDEN,
-                "you may only do this for a service account whose roles you all hold",
-                violations.into_iter().map(ErrorDetail::from).collect(),
-            ),
-            AdminError::NotFound => Self::service_account_not_found(),
-            AdminError::Rejected(violations) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the request breaks the organization's rules",
-                violations.into_iter().map(ErrorDetail::from).collect(),
-            ),
-            AdminError::AlreadyExists => Self::new(
+            ServiceAccountError::Forbidden => Self::forbidden(),
+            ServiceAccountError::ActingAsRefused(violations) => Self::acting_as_refused(violations),
+            ServiceAccountError::NotFound => Self::service_account_not_found(),
+            ServiceAccountError::Rejected(violations) => Self::rejected(violations),
+            ServiceAccountError::AlreadyExists => Self::new(
                 StatusCode::CONFLICT,
                 "a service account with this id already exists",
                 vec![ErrorDetail::field(
@@ -270,29 +299,39 @@ impl From<AdminError> for ApiError {
                     "choose another id",
                 )],
             ),
-            AdminError::PreconditionFailed => Self::new(
+            ServiceAccountError::PreconditionFailed => Self::new(
                 StatusCode::PRECONDITION_FAILED,
                 "the service account changed since the given ETag",
                 vec![ErrorDetail::reason("PRECONDITION_FAILED")],
             ),
-            AdminError::ConcurrentModification => Self::new(
+            ServiceAccountError::ConcurrentModification => Self::new(
                 StatusCode::CONFLICT,
                 "the service account was changed concurrently; retry",
                 vec![ErrorDetail::reason("CONCURRENT_MODIFICATION")],
             ),
-            AdminError::CredentialLimitReached { cap } => Self::new(
+            ServiceAccountError::IdempotencyClaimLost => crate::idempotency::in_progress(),
+            ServiceAccountError::Store(error) => error.into(),
+            ServiceAccountError::Internal(cause) => Self::internal_because(&*cause),
+        }
+    }
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(error: CredentialError) -> Self {
+        match error {
+            CredentialError::NotFound => Self::service_account_not_found(),
+            CredentialError::ActingAsRefused(violations) => Self::acting_as_refused(violations),
+            CredentialError::Rejected(violations) => Self::rejected(violations),
+            CredentialError::LimitReached { cap } => Self::new(
                 StatusCode::CONFLICT,
                 format!(
                     "the service account already has {cap} active credentials; delete one first"
                 ),
                 vec![ErrorDetail::reason("CREDENTIAL_LIMIT_REACHED")],
             ),
-            AdminError::IdempotencyClaimLost => crate::idempotency::in_progress(),
-            AdminError::Store(error) => error.into(),
-            AdminError::Internal(cause) => {
-                tracing::error!(error = %cause, source = ?cause.source(), "internal failure");
-                Self::internal()
-            }
+            CredentialError::IdempotencyClaimLost => crate::idempotency::in_progress(),
+            CredentialError::Store(error) => error.into(),
+            CredentialError::Internal(cause) => Self::internal_because(&*cause),
         }
     }
 }

@@ -2,10 +2,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use iam_domain::ports::{Adapters, Readiness};
+use iam_domain::ports::Readiness;
 use serde_json::json;
 
-use crate::AppState;
+use crate::{AppState, HttpAdapters};
 
 /// Liveness: 200 while the process serves requests.
 #[utoipa::path(get, path = "/healthz", tag = "Operations", responses((status = 200, description = "Alive.")))]
@@ -18,7 +18,7 @@ pub async fn healthz() -> HttpResponse {
     get, path = "/readyz", tag = "Operations",
     responses((status = 200, description = "Ready."), (status = 503, description = "Not ready."))
 )]
-pub async fn readyz<A: Adapters>(state: web::Data<AppState<A>>) -> HttpResponse {
+pub async fn readyz<A: HttpAdapters>(state: web::Data<AppState<A>>) -> HttpResponse {
     match state.readiness.check().await {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(error) => {

@@ -21,17 +21,17 @@ use actix_web::http::header::HeaderName;
 use actix_web::{HttpRequest, HttpResponse};
 use iam_domain::Principal;
 use iam_domain::ports::{
-    Adapters, Clock, IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyStore,
-    RecordError, Recorder,
+    Clock, IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyStore, RecordError,
+    Recorder,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorDetail};
 use crate::reply::Reply;
 use crate::sealing::ResponseSealer;
+use crate::{AppState, HttpAdapters};
 
 /// The request header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -139,7 +139,7 @@ pub async fn run<'s, A, G, F, Fut>(
     work: F,
 ) -> Result<HttpResponse, ApiError>
 where
-    A: Adapters,
+    A: HttpAdapters,
     G: AsyncFnOnce() -> Result<(), ApiError>,
     F: FnOnce(Option<Recording<'s>>) -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,

@@ -26,15 +26,24 @@ pub mod token_endpoints;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use iam_domain::ports::Adapters;
+use iam_domain::ports::{Adapters, IdempotencyStore, Readiness};
 use iam_domain::{CredentialAdmin, ServiceAccountAdmin, TokenService};
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::page_token::PageTokenCodec;
 use crate::sealing::ResponseSealer;
 
+/// The adapters of one deployment as the HTTP layer needs them: the domain's bundle plus the
+/// ports only the HTTP layer uses (idempotency records, readiness).
+pub trait HttpAdapters: Adapters {
+    /// Idempotency records.
+    type Idempotency: IdempotencyStore;
+    /// Backend readiness.
+    type Readiness: Readiness;
+}
+
 /// Shared state of the routes.
-pub struct AppState<A: Adapters> {
+pub struct AppState<A: HttpAdapters> {
     /// The service-account use cases.
     pub admin: ServiceAccountAdmin<A>,
     /// The credential use cases.
@@ -59,7 +68,7 @@ pub struct AppState<A: Adapters> {
 ///
 /// Every path is one resource: a method it does not serve is answered 405 with an `Allow`
 /// header listing the ones it does (RFC 9110 §15.5.6), and every `GET` also serves `HEAD`.
-pub fn configure<A: Adapters>(cfg: &mut web::ServiceConfig) {
+pub fn configure<A: HttpAdapters>(cfg: &mut web::ServiceConfig) {
     use service_accounts as sa;
     let openapi = openapi::json();
     let openapi = move || {

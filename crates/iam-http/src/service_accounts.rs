@@ -10,7 +10,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ETAG, IF_MATCH, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, web};
-use iam_domain::ports::{Adapters, Recorder};
+use iam_domain::ports::Recorder;
 use iam_domain::service_account_admin::{Precondition, entity_tag};
 use iam_domain::{
     CreateServiceAccount, Description, DisplayName, RequestContext, RoleSlug, Scope,
@@ -22,7 +22,6 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::body::{self, Fields, Presence};
 use crate::caller::Caller;
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
@@ -30,6 +29,7 @@ use crate::idempotency;
 use crate::paging::PageQuery;
 use crate::reply::Reply;
 use crate::request_id::RequestId;
+use crate::{AppState, HttpAdapters};
 
 /// Base path of the service-account collection.
 pub const BASE_PATH: &str = "/v1/regions/global/iam/service-accounts";
@@ -267,7 +267,7 @@ fn parse_roles(fields: &mut Fields, raw: Vec<(usize, String)>) -> Vec<RoleSlug> 
     ),
     security(("bearer" = []))
 )]
-pub async fn list<A: Adapters>(
+pub async fn list<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     req: HttpRequest,
@@ -324,7 +324,7 @@ pub async fn list<A: Adapters>(
     ),
     security(("bearer" = []))
 )]
-pub async fn create<A: Adapters>(
+pub async fn create<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     req: HttpRequest,
@@ -417,7 +417,7 @@ fn parse_create(
     ),
     security(("bearer" = []))
 )]
-pub async fn get<A: Adapters>(
+pub async fn get<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     id: web::Path<String>,
@@ -443,7 +443,7 @@ pub async fn get<A: Adapters>(
     ),
     security(("bearer" = []))
 )]
-pub async fn update<A: Adapters>(
+pub async fn update<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     req: HttpRequest,
@@ -543,7 +543,7 @@ fn precondition(req: &HttpRequest) -> Precondition {
     ),
     security(("bearer" = []))
 )]
-pub async fn delete<A: Adapters>(
+pub async fn delete<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     Caller(caller): Caller,
     req: HttpRequest,

@@ -12,19 +12,18 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use iam_domain::ports::Adapters;
 use iam_domain::{Grant, MintError, Narrowing, PrincipalKind, RoleSlug, Scope};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use crate::AppState;
 use crate::body::{self, Fields, Presence};
 use crate::caller::{Authenticator, Caller};
 use crate::client_ip;
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
 use crate::jwt::{AccessClaims, Audience, TokenSigner, VerificationKey};
+use crate::{AppState, HttpAdapters};
 
 /// Signs grants and describes this issuer.
 pub struct TokenIssuer {
@@ -89,7 +88,7 @@ pub struct TokenResponse {
     pub expires_in: i64,
 }
 
-fn token_response<A: Adapters>(
+fn token_response<A: HttpAdapters>(
     state: &AppState<A>,
     grant: &Grant,
 ) -> Result<HttpResponse, ApiError> {
@@ -135,7 +134,7 @@ pub struct TokenRequestBody {
             description = "Too many failed mints from this client and address; refused before any check."),
     )
 )]
-pub async fn mint<A: Adapters>(
+pub async fn mint<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     req: HttpRequest,
     payload: web::Payload,
@@ -215,6 +214,7 @@ pub async fn mint<A: Adapters>(
             vec![ErrorDetail::reason("SCOPE_NARROWING_REFUSED")],
         )),
         Err(MintError::Store(e)) => Err(e.into()),
+        Err(MintError::Internal(cause)) => Err(ApiError::internal_because(&*cause)),
     }
 }
 
@@ -445,7 +445,7 @@ fn oauth_request(
         (status = 429, headers(("Retry-After" = String)), description = "slow_down: too many failed mints"),
     )
 )]
-pub async fn oauth2_token<A: Adapters>(
+pub async fn oauth2_token<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     req: HttpRequest,
     payload: web::Payload,
@@ -483,6 +483,7 @@ pub async fn oauth2_token<A: Adapters>(
             Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &why).response())
         }
         Err(MintError::Store(e)) => Err(e.into()),
+        Err(MintError::Internal(cause)) => Err(ApiError::internal_because(&*cause)),
     }
 }
 
@@ -539,7 +540,7 @@ pub async fn introspect(
     ),
     security(("bearer" = []))
 )]
-pub async fn revoke<A: Adapters>(
+pub async fn revoke<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
     authenticator: web::Data<Authenticator>,
     Caller(caller): Caller,
@@ -556,7 +557,7 @@ pub async fn revoke<A: Adapters>(
 
 /// The public keys of this issuer (JWKS, RFC 7517).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "Auth", responses((status = 200, description = "JWKS")))]
-pub async fn jwks<A: Adapters>(state: web::Data<AppState<A>>) -> HttpResponse {
+pub async fn jwks<A: HttpAdapters>(state: web::Data<AppState<A>>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((
             header::CACHE_CONTROL,
@@ -568,7 +569,7 @@ pub async fn jwks<A: Adapters>(state: web::Data<AppState<A>>) -> HttpResponse {
 
 /// OAuth 2.0 authorization server metadata (RFC 8414).
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "Auth", responses((status = 200, description = "RFC 8414 metadata")))]
-pub async fn metadata<A: Adapters>(state: web::Data<AppState<A>>) -> HttpResponse {
+pub async fn metadata<A: HttpAdapters>(state: web::Data<AppState<A>>) -> HttpResponse {
     let base = &state.issuer.public_url;
     HttpResponse::Ok().json(json!({
         "issuer": state.issuer.issuer,

@@ -18,7 +18,7 @@ use iam_http::jwt::TokenSigner;
 use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
 use iam_http::token_endpoints::TokenIssuer;
-use iam_http::{AppState, request_id};
+use iam_http::{AppState, HttpAdapters, request_id};
 use iam_postgres::{PgStore, UsageBuffer};
 
 use crate::config::Config;
@@ -35,10 +35,13 @@ impl<C: Clock + Clone> Adapters for Deployment<C> {
     type Tokens = PgStore;
     type Usage = UsageBuffer;
     type Directory = PgStore;
-    type Idempotency = PgStore;
-    type Readiness = PgStore;
     type Clock = C;
     type Ids = OsIds;
+}
+
+impl<C: Clock + Clone> HttpAdapters for Deployment<C> {
+    type Idempotency = PgStore;
+    type Readiness = PgStore;
 }
 
 /// How often expired idempotency records and revocations are purged.
