@@ -15,6 +15,7 @@ pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod jwt;
+pub mod oauth_form;
 pub mod openapi;
 pub mod page_token;
 pub mod paging;
@@ -22,6 +23,7 @@ pub mod reply;
 pub mod request_id;
 pub mod sealing;
 pub mod service_accounts;
+pub mod signing_keys;
 pub mod token_endpoints;
 
 use actix_web::http::StatusCode;
