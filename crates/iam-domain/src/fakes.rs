@@ -1,7 +1,16 @@
-//! In-memory fakes of every port, a fixed clock and a deterministic id generator, for the
-//! domain's unit tests.
+//! In-memory fakes of every port, a fixed clock and a deterministic id generator: for the
+//! domain's unit tests, and (feature `test-support`) for adapters' tests that need no
+//! database, and for teams embedding the domain.
+//!
+//! The fakes keep the contracts of the ports (a create and its idempotency record land
+//! together or not at all, a claim taken over is lost, the cap is counted at `now`) so tests
+//! on them mean something; [`State::unavailable`] makes the stores fail as an outage would.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test support: ids and slugs of the fixtures are valid by construction"
+)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::{Future, ready};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +28,8 @@ use crate::pagination::{Page, PagePosition, PageRequest};
 use crate::ports::{
     Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, IdempotencyClaim,
     IdempotencyCompletion, IdempotencyKey, IdempotencyStore, InsertError, RandomnessUnavailable,
-    Readiness, ServiceAccountStore, StoreError, TokenRef, TokenStore, UpdateOutcome, UsageRecorder,
+    Readiness, ServiceAccountStore, StoreError, StoredResponse, TokenRef, TokenStore,
+    UpdateOutcome, UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind, Subject};
 use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
@@ -30,6 +40,9 @@ use crate::service_account::{
 };
 
 /// Runs a future that never waits (every fake answers immediately).
+///
+/// # Panics
+/// If the future waits after all.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     match future
@@ -41,14 +54,25 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Everything the fakes store.
 #[derive(Default)]
 pub struct State {
+    /// Service accounts.
     pub accounts: Vec<ServiceAccount>,
+    /// Credentials.
     pub credentials: Vec<Credential>,
+    /// Audit events, in the order written.
     pub audit: Vec<AuditEvent>,
+    /// The directory's organizations.
     pub orgs: Vec<Organization>,
+    /// The directory's projects.
     pub projects: Vec<(OrgId, ProjectId)>,
+    /// The directory's role catalogs.
     pub roles: Vec<(OrgId, RoleSlug)>,
+    /// While set, every store answers [`StoreError::Unavailable`] (an outage).
+    pub unavailable: bool,
+    /// Idempotency records by key.
+    pub idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
     /// Simulates a race lost between read and write: the next update returns this.
     pub next_update: Option<UpdateOutcome>,
     /// Revoked tokens: (issuer, jti, until).
@@ -61,12 +85,52 @@ pub struct State {
     pub completions: Vec<IdempotencyCompletion>,
 }
 
+/// One idempotency record of the fakes.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    /// The fingerprint of the request that claimed the key.
+    pub fingerprint: [u8; 32],
+    /// When it was claimed (identifies the claim).
+    pub claimed_at: OffsetDateTime,
+    /// The recorded response, once completed.
+    pub response: Option<StoredResponse>,
+}
+
+/// The in-memory store behind every storage port (clone it to share).
 #[derive(Clone, Default)]
 pub struct Memory(pub Arc<Mutex<State>>);
 
 impl Memory {
+    /// The stored state (locked).
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `Err(Unavailable)` while [`State::unavailable`] is set.
+    fn up(&self) -> Result<(), StoreError> {
+        if self.state().unavailable {
+            Err(StoreError::Unavailable("the fake store is down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl State {
+    /// Records `completion` if its claim is the key's current, unfinished one.
+    fn complete(&mut self, completion: &IdempotencyCompletion) -> bool {
+        match self.idempotency.get_mut(&completion.key) {
+            Some(record)
+                if record.claimed_at == completion.claimed_at && record.response.is_none() =>
+            {
+                record.response = Some(completion.response.clone());
+                self.completions.push(completion.clone());
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -118,6 +182,9 @@ impl ServiceAccountStore for Memory {
         audit: &AuditEvent,
         completion: Option<&IdempotencyCompletion>,
     ) -> impl Future<Output = Result<(), InsertError>> + Send {
+        if let Err(e) = self.up() {
+            return ready(Err(e.into()));
+        }
         let mut state = self.state();
         let result = if state
             .accounts
@@ -125,10 +192,11 @@ impl ServiceAccountStore for Memory {
             .any(|a| a.tenant == account.tenant && a.id == account.id)
         {
             Err(InsertError::Duplicate)
+        } else if completion.is_some_and(|c| !state.complete(c)) {
+            Err(InsertError::ClaimLost)
         } else {
             state.accounts.push(account.clone());
             state.audit.push(audit.clone());
-            state.completions.extend(completion.cloned());
             Ok(())
         };
         ready(result)
@@ -140,6 +208,9 @@ impl ServiceAccountStore for Memory {
         id: &ServiceAccountId,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<ServiceAccount>, StoreError>> + Send {
+        if let Err(e) = self.up() {
+            return ready(Err(e));
+        }
         let state = self.state();
         let found = state
             .accounts
@@ -156,6 +227,9 @@ impl ServiceAccountStore for Memory {
         page: PageRequest,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Page<ServiceAccount>, StoreError>> + Send {
+        if let Err(e) = self.up() {
+            return ready(Err(e));
+        }
         let state = self.state();
         let matching: Vec<ServiceAccount> = state
             .accounts
@@ -298,9 +372,11 @@ impl CredentialStore for Memory {
         {
             CapOutcome::LimitReached
         } else {
+            if completion.is_some_and(|c| !state.complete(c)) {
+                return ready(Ok(CapOutcome::ClaimLost));
+            }
             state.credentials.push(credential.clone());
             state.audit.push(audit.clone());
-            state.completions.extend(completion.cloned());
             CapOutcome::Inserted
         };
         ready(Ok(outcome))
@@ -434,50 +510,97 @@ impl UsageRecorder for Memory {
 impl IdempotencyStore for Memory {
     fn claim(
         &self,
-        _key: &IdempotencyKey,
-        _fingerprint: &[u8; 32],
-        _now: OffsetDateTime,
-        _abandon_after: Duration,
+        key: &IdempotencyKey,
+        fingerprint: &[u8; 32],
+        now: OffsetDateTime,
+        abandon_after: Duration,
     ) -> impl Future<Output = Result<IdempotencyClaim, StoreError>> + Send {
-        ready(Ok(IdempotencyClaim::Claimed))
+        if let Err(e) = self.up() {
+            return ready(Err(e));
+        }
+        let mut state = self.state();
+        let fresh = IdempotencyRecord {
+            fingerprint: *fingerprint,
+            claimed_at: now,
+            response: None,
+        };
+        let claim = match state.idempotency.get(key) {
+            Some(record)
+                if record.claimed_at >= now - Self::RETENTION
+                    && (record.response.is_some() || record.claimed_at >= now - abandon_after) =>
+            {
+                if record.fingerprint != *fingerprint {
+                    IdempotencyClaim::Mismatch
+                } else if let Some(response) = &record.response {
+                    IdempotencyClaim::Replay(response.clone())
+                } else {
+                    IdempotencyClaim::InProgress
+                }
+            }
+            _ => {
+                state.idempotency.insert(key.clone(), fresh);
+                IdempotencyClaim::Claimed
+            }
+        };
+        ready(Ok(claim))
     }
 
     fn complete(
         &self,
         completion: &IdempotencyCompletion,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.state().completions.push(completion.clone());
+        self.state().complete(completion);
         ready(Ok(()))
     }
 
     fn release(
         &self,
-        _key: &IdempotencyKey,
-        _claimed_at: OffsetDateTime,
+        key: &IdempotencyKey,
+        claimed_at: OffsetDateTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut state = self.state();
+        if state
+            .idempotency
+            .get(key)
+            .is_some_and(|r| r.claimed_at == claimed_at && r.response.is_none())
+        {
+            state.idempotency.remove(key);
+        }
         ready(Ok(()))
     }
 }
 
 impl Readiness for Memory {
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        ready(Ok(()))
+        ready(self.up())
     }
 }
 
-/// A clock that stands still until moved.
+/// A clock that stands still until moved (clones share the time).
 #[derive(Clone)]
 pub struct FixedClock(pub Arc<Mutex<OffsetDateTime>>);
 
 impl FixedClock {
+    /// A clock standing at `at`.
+    pub fn new(at: OffsetDateTime) -> Self {
+        Self(Arc::new(Mutex::new(at)))
+    }
+
+    fn time(&self) -> std::sync::MutexGuard<'_, OffsetDateTime> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves the clock by `by`.
     pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
+        *self.time() += by;
     }
 }
 
 impl Clock for FixedClock {
     fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
+        *self.time()
     }
 }
 
@@ -503,6 +626,7 @@ impl IdGenerator for SeqIds {
     }
 }
 
+/// The bundle of fakes: [`Memory`] for every store, [`FixedClock`], [`SeqIds`].
 pub struct Fakes;
 
 impl Adapters for Fakes {
@@ -515,16 +639,27 @@ impl Adapters for Fakes {
     type Ids = SeqIds;
 }
 
+/// `raw` as an organization id.
+///
+/// # Panics
+/// If `raw` is not one.
 pub fn org_id(raw: &str) -> OrgId {
     OrgId::parse(raw).unwrap()
 }
 
+/// `raw` as a role slug.
+///
+/// # Panics
+/// If `raw` is not one.
 pub fn role(raw: &str) -> RoleSlug {
     RoleSlug::parse(raw).unwrap()
 }
 
 /// `org-acme` (slug `acme`, both scopes), project `web`, roles admin/compute.deployer/
 /// storage.writer/storage.reader; and `org-other` with project `web` too.
+///
+/// # Panics
+/// Never: the fixtures are valid.
 pub fn seeded_memory() -> Memory {
     let memory = Memory::default();
     {
@@ -562,6 +697,10 @@ pub fn seeded_memory() -> Memory {
     memory
 }
 
+/// A user `alice@{tenant}` scoped to its whole organization `tenant`, holding `roles`.
+///
+/// # Panics
+/// If `tenant` or a role is not valid.
 pub fn principal(tenant: &str, roles: &[&str]) -> Principal {
     Principal {
         subject: Subject::parse(format!("alice@{tenant}")).unwrap(),

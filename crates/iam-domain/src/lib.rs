@@ -31,8 +31,8 @@ pub mod validation;
 pub mod violation;
 mod visibility;
 
-#[cfg(test)]
-mod fakes;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fakes;
 
 pub use acting_as::acting_as_violations;
 pub use audit::{AuditAction, AuditEvent, RequestContext};

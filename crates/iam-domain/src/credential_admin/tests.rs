@@ -8,9 +8,14 @@ use time::macros::datetime;
 use super::*;
 use crate::client_secret::check_format;
 use crate::credential::CredentialStatus;
-use crate::fakes::{Fakes, FixedClock, Memory, SeqIds, block_on, principal, role, seeded_memory};
+use crate::fakes::{
+    Fakes, FixedClock, Memory, SeqIds, block_on, org_id, principal, role, seeded_memory,
+};
 use crate::pagination::{PagePosition, PageSize};
-use crate::ports::{IdempotencyCompletion, IdempotencyKey, RecordError, StoredResponse};
+use crate::ports::{
+    IdempotencyClaim, IdempotencyCompletion, IdempotencyKey, IdempotencyStore as _, RecordError,
+    StoredResponse,
+};
 use crate::scope::Scope;
 use crate::service_account::DisplayName;
 use crate::service_account_admin::{CreateServiceAccount, ServiceAccountAdmin};
@@ -298,6 +303,17 @@ impl Recorder<CreatedCredential> for TestRecorder {
 fn an_idempotent_create_hands_its_record_to_the_store_with_the_credential() {
     let w = world();
     let recorder = TestRecorder { fail: false };
+    let key = IdempotencyKey {
+        tenant: org_id("org-acme"),
+        subject: "alice".into(),
+        key: "k-1".into(),
+    };
+    let claim =
+        block_on(
+            w.memory
+                .claim(&key, &[1; 32], w.clock.now_micros(), Duration::minutes(1)),
+        );
+    assert_eq!(claim.unwrap(), IdempotencyClaim::Claimed);
     let created = block_on(
         w.credentials
             .create(&admin(), &ctx(), "sa-ci", None, Some(&recorder)),
@@ -309,6 +325,24 @@ fn an_idempotent_create_hands_its_record_to_the_store_with_the_credential() {
         completions[0].response.body,
         created.credential.id.as_str().as_bytes()
     );
+
+    // The key now replays; a create whose claim is no longer current stores nothing.
+    let replay =
+        block_on(
+            w.memory
+                .claim(&key, &[1; 32], w.clock.now_micros(), Duration::minutes(1)),
+        );
+    assert!(matches!(replay, Ok(IdempotencyClaim::Replay(_))));
+    let lost = block_on(
+        w.credentials
+            .create(&admin(), &ctx(), "sa-ci", None, Some(&recorder)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(lost, CredentialError::IdempotencyClaimLost),
+        "{lost:?}"
+    );
+    assert_eq!(w.memory.state().credentials.len(), 1);
 
     // A recorder that fails stores nothing at all.
     let broken = TestRecorder { fail: true };

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 
 use iam_domain::ports::Clock;
 use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope};
@@ -17,26 +16,13 @@ use time::{Duration, OffsetDateTime};
 
 pub const BASE: &str = "/v1/regions/global/iam/service-accounts";
 
-/// A clock the test moves by hand; starts at the real time.
-#[derive(Clone)]
-pub struct TestClock(Arc<Mutex<OffsetDateTime>>);
+/// The clock the tests move by hand: the domain's fake clock, started at the real time.
+pub type TestClock = iam_domain::fakes::FixedClock;
 
-impl TestClock {
-    fn new() -> Self {
-        #[expect(clippy::disallowed_methods, reason = "seeding the test clock")]
-        let now = OffsetDateTime::now_utc();
-        Self(Arc::new(Mutex::new(now)))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
-    }
+fn test_clock() -> TestClock {
+    #[expect(clippy::disallowed_methods, reason = "seeding the test clock")]
+    let now = OffsetDateTime::now_utc();
+    TestClock::new(now)
 }
 
 pub struct TestServer {
@@ -130,7 +116,7 @@ impl TestServer {
         let config = Config::from_env(|k| env.get(k).cloned()).unwrap();
         Self::apply_demo_directory(&db).await;
 
-        let clock = TestClock::new();
+        let clock = test_clock();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = app::build(&config, clock.clone(), listener).unwrap().server;
