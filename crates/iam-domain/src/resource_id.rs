@@ -10,6 +10,10 @@ use crate::validation::InvalidValue;
 /// Maximum length of a resource id.
 pub const MAX_LEN: usize = 63;
 
+/// The resource id pattern as a regular expression (for documents and schemas; [`check`] is
+/// what enforces it).
+pub const PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
 /// Checks the resource id pattern `^[a-z]([-a-z0-9]*[a-z0-9])?$` with length 1–63.
 ///
 /// # Errors

@@ -12,6 +12,10 @@ impl RoleSlug {
     /// Maximum length of a role slug.
     pub const MAX_LEN: usize = 128;
 
+    /// The slug pattern as a regular expression (for documents and schemas; [`Self::parse`]
+    /// is what enforces it).
+    pub const PATTERN: &'static str = "^[a-z0-9]+([.-][a-z0-9]+)*$";
+
     /// Parses a raw role slug.
     ///
     /// # Errors

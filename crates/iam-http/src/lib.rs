@@ -64,109 +64,125 @@ pub struct AppState<A: HttpAdapters> {
     pub page_tokens: PageTokenCodec,
 }
 
-/// Registers every route. The caller must also register `web::Data<AppState<A>>`,
-/// `web::Data<caller::Authenticator>` and `web::Data<client_ip::TrustedProxies>` as app data
-/// and wrap the app in [`request_id::middleware`].
+/// One path the service serves: its template (`{name}` for a parameter), the methods it
+/// serves there (what a 405 names in `Allow`), and how its handlers are registered.
+///
+/// [`routes`] lists them all; [`configure`] registers exactly that list, and the tests hold
+/// it against the `OpenAPI` document (every route documented, every documented operation
+/// routed) — one source for both.
+pub struct Route {
+    /// The path template.
+    pub path: String,
+    /// The methods served, as the `Allow` header lists them (`HEAD` wherever `GET`).
+    pub allow: &'static str,
+    register: fn(actix_web::Resource) -> actix_web::Resource,
+}
+
+impl Route {
+    fn new(
+        path: impl Into<String>,
+        allow: &'static str,
+        register: fn(actix_web::Resource) -> actix_web::Resource,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            allow,
+            register,
+        }
+    }
+
+    /// The served methods (`GET`, `POST`, …), `HEAD` left out (it follows `GET`).
+    pub fn methods(&self) -> impl Iterator<Item = &'static str> {
+        self.allow.split(", ").filter(|m| *m != "HEAD")
+    }
+}
+
+/// Every route of the service.
+pub fn routes<A: HttpAdapters>() -> Vec<Route> {
+    use service_accounts as sa;
+    let base = sa::BASE_PATH;
+    vec![
+        Route::new("/healthz", "GET, HEAD", |r| read_only(r, health::healthz)),
+        Route::new("/readyz", "GET, HEAD", |r| {
+            read_only(r, health::readyz::<A>)
+        }),
+        Route::new("/openapi.json", "GET, HEAD", |r| {
+            read_only(r, openapi::serve)
+        }),
+        Route::new(base, "GET, HEAD, POST", |r| {
+            read_only(r, sa::list::<A>).route(web::post().to(sa::create::<A>))
+        }),
+        Route::new(format!("{base}/{{id}}"), "GET, HEAD, PATCH, DELETE", |r| {
+            read_only(r, sa::get::<A>)
+                .route(web::patch().to(sa::update::<A>))
+                .route(web::delete().to(sa::delete::<A>))
+        }),
+        Route::new(
+            format!("{base}/{{saId}}/credentials"),
+            "GET, HEAD, POST",
+            |r| {
+                read_only(r, credentials::list::<A>).route(web::post().to(credentials::create::<A>))
+            },
+        ),
+        Route::new(
+            format!("{base}/{{saId}}/credentials/{{id}}"),
+            "GET, HEAD, DELETE",
+            |r| {
+                read_only(r, credentials::get::<A>)
+                    .route(web::delete().to(credentials::delete::<A>))
+            },
+        ),
+        Route::new("/v1/regions/global/auth/token", "POST", |r| {
+            r.route(web::post().to(token_endpoints::mint::<A>))
+        }),
+        Route::new("/oauth2/token", "POST", |r| {
+            r.route(web::post().to(token_endpoints::oauth2_token::<A>))
+        }),
+        Route::new("/v1/regions/global/auth/introspect", "POST", |r| {
+            r.route(web::post().to(token_endpoints::introspect))
+        }),
+        Route::new("/v1/regions/global/auth/revoke", "POST", |r| {
+            r.route(web::post().to(token_endpoints::revoke::<A>))
+        }),
+        Route::new("/.well-known/jwks.json", "GET, HEAD", |r| {
+            read_only(r, token_endpoints::jwks::<A>)
+        }),
+        Route::new(
+            "/.well-known/oauth-authorization-server",
+            "GET, HEAD",
+            |r| read_only(r, token_endpoints::metadata::<A>),
+        ),
+    ]
+}
+
+/// Registers every route of [`routes`]. The caller must also register
+/// `web::Data<AppState<A>>`, `web::Data<caller::Authenticator>` and
+/// `web::Data<client_ip::TrustedProxies>` as app data and wrap the app in
+/// [`request_id::middleware`].
 ///
 /// Every path is one resource: a method it does not serve is answered 405 with an `Allow`
 /// header listing the ones it does (RFC 9110 §15.5.6), and every `GET` also serves `HEAD`.
 pub fn configure<A: HttpAdapters>(cfg: &mut web::ServiceConfig) {
-    use service_accounts as sa;
-    let openapi = openapi::json();
-    let openapi = move || {
-        let openapi = openapi.clone();
-        async move {
-            HttpResponse::Ok()
-                .content_type("application/json")
-                .body(openapi)
-        }
-    };
-    let account = format!("{}/{{id}}", sa::BASE_PATH);
-    let credentials = format!("{}/{{saId}}/credentials", sa::BASE_PATH);
-    let credential = format!("{}/{{saId}}/credentials/{{id}}", sa::BASE_PATH);
-    cfg.service(read_only("/healthz", health::healthz))
-        .service(read_only("/readyz", health::readyz::<A>))
-        .service(read_only("/openapi.json", openapi))
-        .service(
-            resource(sa::BASE_PATH, "GET, HEAD, POST")
-                .route(web::get().to(sa::list::<A>))
-                .route(web::head().to(sa::list::<A>))
-                .route(web::post().to(sa::create::<A>)),
-        )
-        .service(
-            resource(&account, "GET, HEAD, PATCH, DELETE")
-                .route(web::get().to(sa::get::<A>))
-                .route(web::head().to(sa::get::<A>))
-                .route(web::patch().to(sa::update::<A>))
-                .route(web::delete().to(sa::delete::<A>)),
-        )
-        .service(
-            resource(&credentials, "GET, HEAD, POST")
-                .route(web::get().to(credentials::list::<A>))
-                .route(web::head().to(credentials::list::<A>))
-                .route(web::post().to(credentials::create::<A>)),
-        )
-        .service(
-            resource(&credential, "GET, HEAD, DELETE")
-                .route(web::get().to(credentials::get::<A>))
-                .route(web::head().to(credentials::get::<A>))
-                .route(web::delete().to(credentials::delete::<A>)),
-        )
-        .service(post_only(
-            "/v1/regions/global/auth/token",
-            token_endpoints::mint::<A>,
-        ))
-        .service(post_only(
-            "/oauth2/token",
-            token_endpoints::oauth2_token::<A>,
-        ))
-        .service(post_only(
-            "/v1/regions/global/auth/introspect",
-            token_endpoints::introspect,
-        ))
-        .service(post_only(
-            "/v1/regions/global/auth/revoke",
-            token_endpoints::revoke::<A>,
-        ))
-        .service(read_only(
-            "/.well-known/jwks.json",
-            token_endpoints::jwks::<A>,
-        ))
-        .service(read_only(
-            "/.well-known/oauth-authorization-server",
-            token_endpoints::metadata::<A>,
-        ))
-        .default_service(web::to(not_found));
+    for route in routes::<A>() {
+        let allow = route.allow;
+        let resource = web::resource(route.path).default_service(web::to(move || {
+            std::future::ready(method_not_allowed(allow))
+        }));
+        cfg.service((route.register)(resource));
+    }
+    cfg.default_service(web::to(not_found));
 }
 
-/// The resource at `path`, answering every method it has no route for with 405 and
-/// `Allow: {allow}`.
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move || {
-        std::future::ready(method_not_allowed(allow))
-    }))
-}
-
-/// A resource serving only `GET` (and `HEAD`) with `handler`.
-fn read_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+/// `resource` serving `handler` for `GET` and `HEAD`.
+fn read_only<F, Args>(resource: actix_web::Resource, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args> + Clone,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    resource(path, "GET, HEAD")
+    resource
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
-}
-
-/// A resource serving only `POST` with `handler`.
-fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    resource(path, "POST").route(web::post().to(handler))
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {

@@ -2,6 +2,7 @@
 //!
 //! Every operation carries `x-visibility: [public, internal]`, as the published contract does.
 
+use iam_domain::{Description, DisplayName, RoleSlug, resource_id};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -34,6 +35,7 @@ use crate::{credentials, health, service_accounts, token_endpoints};
         token_endpoints::metadata,
         health::healthz,
         health::readyz,
+        serve,
     ),
     components(schemas(
         service_accounts::ServiceAccountView,
@@ -96,11 +98,108 @@ impl Modify for Conventions {
 }
 
 /// The document as JSON.
+/// The `OpenAPI` 3.1 document of this service.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "Operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", content_type = "application/json"))
+)]
+pub async fn serve() -> actix_web::HttpResponse {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(json);
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.as_str())
+}
+
+/// The document as JSON text.
 pub fn json() -> String {
-    ApiDoc::openapi().to_json().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "OpenAPI serialization failed");
-        "{}".to_owned()
-    })
+    let mut document = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(document) => document,
+        Err(e) => {
+            tracing::error!(error = %e, "OpenAPI serialization failed");
+            return "{}".to_owned();
+        }
+    };
+    apply_domain_limits(&mut document);
+    document.to_string()
+}
+
+/// A string constraint of the domain.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// A resource id (service account, organization, project).
+    ResourceId,
+    /// A display name.
+    DisplayName,
+    /// A description.
+    Description,
+    /// A list of role slugs.
+    Roles,
+}
+
+/// Which schema properties the domain constrains: the lengths and patterns come from the
+/// domain's constants, never from literals repeated here.
+const LIMITS: &[(&str, &str, Limit)] = &[
+    ("ServiceAccountView", "id", Limit::ResourceId),
+    ("ServiceAccountView", "displayName", Limit::DisplayName),
+    ("ServiceAccountView", "description", Limit::Description),
+    ("ServiceAccountView", "roles", Limit::Roles),
+    ("CreateServiceAccountBody", "id", Limit::ResourceId),
+    (
+        "CreateServiceAccountBody",
+        "displayName",
+        Limit::DisplayName,
+    ),
+    (
+        "CreateServiceAccountBody",
+        "description",
+        Limit::Description,
+    ),
+    ("CreateServiceAccountBody", "roles", Limit::Roles),
+    ("PatchServiceAccountBody", "displayName", Limit::DisplayName),
+    ("PatchServiceAccountBody", "description", Limit::Description),
+    ("PatchServiceAccountBody", "roles", Limit::Roles),
+];
+
+/// Writes the domain's constraints into the schemas [`LIMITS`] names.
+fn apply_domain_limits(document: &mut serde_json::Value) {
+    use serde_json::json;
+    for (schema, property, limit) in LIMITS {
+        let Some(target) = document
+            .pointer_mut(&format!(
+                "/components/schemas/{schema}/properties/{property}"
+            ))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            tracing::error!(schema, property, "a constrained schema property is missing");
+            continue;
+        };
+        let (target, constraints) = match limit {
+            Limit::ResourceId => (
+                target,
+                json!({"minLength": 1, "maxLength": resource_id::MAX_LEN, "pattern": resource_id::PATTERN}),
+            ),
+            Limit::DisplayName => (
+                target,
+                json!({"minLength": 1, "maxLength": DisplayName::MAX_LEN}),
+            ),
+            Limit::Description => (target, json!({"maxLength": Description::MAX_LEN})),
+            Limit::Roles => {
+                let items = target
+                    .entry("items")
+                    .or_insert_with(|| json!({"type": "string"}));
+                let Some(items) = items.as_object_mut() else {
+                    continue;
+                };
+                (
+                    items,
+                    json!({"minLength": 1, "maxLength": RoleSlug::MAX_LEN, "pattern": RoleSlug::PATTERN}),
+                )
+            }
+        };
+        if let serde_json::Value::Object(constraints) = constraints {
+            target.extend(constraints);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +220,6 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 17);
+        assert_eq!(operations, 18);
     }
 }

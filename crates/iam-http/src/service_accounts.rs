@@ -43,18 +43,11 @@ pub struct ServiceAccountView {
     /// Server-made UUID v4, immutable.
     pub uid: Uuid,
     /// Unique within the organization.
-    #[schema(
-        pattern = "^[a-z]([-a-z0-9]*[a-z0-9])?$",
-        min_length = 1,
-        max_length = 63
-    )]
     pub id: String,
     /// Human-readable name.
-    #[schema(min_length = 1, max_length = 255)]
     pub display_name: String,
     /// Free text; absent when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
     pub description: Option<String>,
     /// `{id}@{orgSlug}.iam`, server-made, immutable.
     pub client_id: String,
@@ -150,15 +143,8 @@ pub struct ServiceAccountList {
 )]
 pub struct CreateServiceAccountBody {
     /// Generated (`sa-` + random base32) when omitted.
-    #[schema(
-        pattern = "^[a-z]([-a-z0-9]*[a-z0-9])?$",
-        min_length = 1,
-        max_length = 63
-    )]
     id: Option<String>,
-    #[schema(min_length = 1, max_length = 255)]
     display_name: String,
-    #[schema(max_length = 1024)]
     description: Option<String>,
     #[schema(value_type = ScopeSchema)]
     scope: String,
@@ -176,10 +162,8 @@ pub struct CreateServiceAccountBody {
     reason = "documents the request body in the OpenAPI document only"
 )]
 pub struct PatchServiceAccountBody {
-    #[schema(min_length = 1, max_length = 255)]
     display_name: Option<String>,
     /// `null` or `""` clears it.
-    #[schema(max_length = 1024)]
     description: Option<String>,
     /// Replaces the whole list; added roles must be in the catalog and held by the caller.
     roles: Option<Vec<String>>,

@@ -9,6 +9,7 @@
 mod bodies;
 mod errors;
 mod oauth;
+mod openapi;
 mod paging;
 mod patch;
 mod support;

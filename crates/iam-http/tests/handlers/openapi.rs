@@ -1,0 +1,95 @@
+//! The `OpenAPI` document is one source with the routes and the parsers: a snapshot of it,
+//! every route documented, every documented operation routed, and the domain's limits in
+//! its schemas.
+
+use actix_web::http::Method;
+use actix_web::test::TestRequest;
+use iam_domain::{Description, DisplayName, RoleSlug, resource_id};
+use iam_http::routes;
+use serde_json::Value;
+
+use crate::support::{TestAdapters, World, send};
+
+fn document() -> Value {
+    serde_json::from_str(&iam_http::openapi::json()).unwrap()
+}
+
+#[test]
+fn the_document_matches_its_snapshot() {
+    // Review a change with `cargo insta review` (or INSTA_UPDATE=always) and commit it.
+    insta::assert_json_snapshot!("openapi", document());
+}
+
+#[actix_web::test]
+async fn every_route_is_documented_and_every_documented_operation_is_routed() {
+    let document = document();
+    let paths = document["paths"].as_object().unwrap();
+    let routes = routes::<TestAdapters>();
+    let mut routed: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+    let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+    routed.sort_unstable();
+    documented.sort_unstable();
+    assert_eq!(routed, documented, "the same paths");
+
+    let world = World::new();
+    let app = world.app().await;
+    for route in &routes {
+        let mut operations: Vec<String> = paths[&route.path]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| ["get", "put", "post", "delete", "patch"].contains(&k.as_str()))
+            .map(|k| k.to_uppercase())
+            .collect();
+        operations.sort();
+        let mut methods: Vec<String> = route.methods().map(str::to_owned).collect();
+        methods.sort();
+        assert_eq!(operations, methods, "{}", route.path);
+
+        // What is registered answers exactly as declared: an unserved method is 405 naming
+        // the declared methods.
+        let concrete = route.path.replace("{id}", "x1").replace("{saId}", "sa-x");
+        let answer = send(
+            &app,
+            TestRequest::default()
+                .method(Method::OPTIONS)
+                .uri(&concrete),
+        )
+        .await;
+        assert_eq!(answer.status, 405, "{concrete}");
+        assert_eq!(answer.header("allow"), Some(route.allow), "{concrete}");
+    }
+}
+
+#[test]
+fn schema_limits_are_the_domains_constants() {
+    let document = document();
+    let schema = |name: &str, property: &str| {
+        document
+            .pointer(&format!("/components/schemas/{name}/properties/{property}"))
+            .unwrap()
+            .clone()
+    };
+    for name in ["ServiceAccountView", "CreateServiceAccountBody"] {
+        let id = schema(name, "id");
+        assert_eq!(id["maxLength"], resource_id::MAX_LEN);
+        assert_eq!(id["pattern"], resource_id::PATTERN);
+    }
+    for name in [
+        "ServiceAccountView",
+        "CreateServiceAccountBody",
+        "PatchServiceAccountBody",
+    ] {
+        assert_eq!(
+            schema(name, "displayName")["maxLength"],
+            DisplayName::MAX_LEN
+        );
+        assert_eq!(
+            schema(name, "description")["maxLength"],
+            Description::MAX_LEN
+        );
+        let roles = schema(name, "roles");
+        assert_eq!(roles["items"]["maxLength"], RoleSlug::MAX_LEN);
+        assert_eq!(roles["items"]["pattern"], RoleSlug::PATTERN);
+    }
+}
