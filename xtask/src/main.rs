@@ -1,5 +1,5 @@
 //! `cargo xtask`: contributor tasks for the IAM workspace (a local dev server, the CI
-//! checks, the benchmark, a throwaway Postgres, the Diesel schema file).
+//! checks, the benchmark's preparation, a throwaway Postgres, the Diesel schema file).
 //!
 //! Run `cargo xtask --help` for the commands. Only `anyhow` and std are used, so the tasks
 //! build in seconds.
@@ -13,7 +13,6 @@
 mod bench;
 mod ci;
 mod dev;
-mod loadgen;
 mod postgres;
 mod process;
 mod schema;
@@ -89,9 +88,10 @@ Usage: cargo xtask bench [--clients N] [--seconds S]
 
 Measures iam-server against the performance contract (SPEC §7), in one run
 next to `pgbench -S` on the same PostgreSQL with the same client count:
-  1. builds iam-server in release (cargo build --release -p iam-server);
+  1. builds iam-server and the harness iam-bench (crates/iam-bench) in release;
   2. starts (or reuses) the throwaway PostgreSQL, unless DATABASE_URL is set,
      and (re)creates the scratch databases iam_bench and iam_pgbench on it;
+  then iam-bench:
   3. migrates iam_bench, applies docs/examples/directory.toml, mints an admin
      token and starts `iam-server serve` (development mode, IAM_LOG=warn, a
      pool of N connections unless IAM_DB_MAX_CONNECTIONS is set; state and
@@ -104,8 +104,9 @@ next to `pgbench -S` on the same PostgreSQL with the same client count:
      with N client threads, one keep-alive connection each, sampling the
      server's RSS every 100 ms;
   6. prints requests/s, the share of pgbench's tps, p50/p99 latency, errors,
-     CPU use and peak RSS against the targets; stops the server (SIGTERM), drops
-     the scratch databases and stops a throwaway PostgreSQL it started.
+     CPU use and peak RSS against the targets and stops the server (SIGTERM);
+  and finally xtask drops the scratch databases and stops a throwaway
+  PostgreSQL it started.
 
 Missed targets are reported, not failed (it is a measurement); the command
 fails if the harness breaks, e.g. more than 1 % of requests fail.

@@ -6,9 +6,8 @@
 
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web::{self, Bytes};
-use futures_util::StreamExt as _;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -21,61 +20,36 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 ///
 /// # Errors
 /// 413 when too large, 400 when the body cannot be read.
-pub async fn read(mut payload: web::Payload) -> Result<Bytes, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|_| ApiError::bad_request(vec![ErrorDetail::reason("UNREADABLE_BODY")]))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
+pub async fn read(payload: web::Payload) -> Result<Bytes, ApiError> {
+    match payload.to_bytes_limited(MAX_BODY_BYTES).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::bad_request(vec![ErrorDetail::reason(
+            "UNREADABLE_BODY",
+        )])),
+        Err(_) => Err(too_large()),
     }
-    Ok(body.freeze())
 }
 
 /// Reads a request body that carries a secret (a client secret) into a buffer zeroed on drop.
-/// The buffer is sized from `Content-Length` up front and, should it have to grow, is copied
-/// into a larger one and zeroed rather than reallocated in place, so no stray copy of the
-/// secret is left in freed memory by this code. (The HTTP framework's own connection buffers
-/// are not ours to zero.)
+/// The body is collected into one buffer sized from `Content-Length` (up to 32 KiB up front,
+/// more than any token request needs); that buffer becomes this one, so no copy of the
+/// secret made by this code outlives the request. (The HTTP framework's own connection
+/// buffers are not ours to zero.)
 ///
 /// # Errors
 /// 413 when larger than [`MAX_BODY_BYTES`], 400 when the body cannot be read.
-pub async fn read_sensitive(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let expected = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(1024)
-        .min(MAX_BODY_BYTES);
-    let mut body = Zeroizing::new(Vec::with_capacity(expected));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|_| ApiError::bad_request(vec![ErrorDetail::reason("UNREADABLE_BODY")]))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-        append_zeroizing(&mut body, &chunk);
-    }
-    Ok(body)
+pub async fn read_sensitive(payload: web::Payload) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    let bytes = read(payload).await?;
+    Ok(Zeroizing::new(take_buffer(bytes)))
 }
 
-/// Appends `chunk` to `buffer`; when it does not fit, the content moves to a larger buffer and
-/// the old one is zeroed (a `Vec` growing in place would free its old buffer unzeroed).
-fn append_zeroizing(buffer: &mut Zeroizing<Vec<u8>>, chunk: &[u8]) {
-    let needed = buffer.len() + chunk.len();
-    if needed > buffer.capacity() {
-        let mut larger = Zeroizing::new(Vec::with_capacity(needed.max(buffer.capacity() * 2)));
-        larger.extend_from_slice(buffer);
-        // Dropping the old buffer zeroes it.
-        *buffer = larger;
+/// The buffer behind `bytes` as a `Vec`, without copying when `bytes` is its only handle
+/// (the usual case for a collected body); a copy otherwise.
+fn take_buffer(bytes: Bytes) -> Vec<u8> {
+    match bytes.try_into_mut() {
+        Ok(unique) => unique.into(),
+        Err(shared) => shared.to_vec(),
     }
-    buffer.extend_from_slice(chunk);
 }
 
 fn too_large() -> ApiError {
@@ -322,17 +296,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sensitive_buffer_grows_by_copying_and_keeps_every_byte() {
-        let mut buffer = Zeroizing::new(Vec::with_capacity(4));
-        append_zeroizing(&mut buffer, b"abc");
-        assert_eq!(buffer.capacity(), 4, "fits: no new buffer");
-        append_zeroizing(&mut buffer, b"defgh");
-        assert_eq!(buffer.as_slice(), b"abcdefgh");
-        assert!(buffer.capacity() >= 8);
-        let capacity = buffer.capacity();
-        append_zeroizing(&mut buffer, &[b'x'; 100]);
-        assert_eq!(buffer.len(), 108);
-        assert!(buffer.capacity() >= 108 && buffer.capacity() > capacity);
-        assert!(buffer.starts_with(b"abcdefghxx"));
+    fn a_collected_body_hands_over_its_buffer_without_copying() {
+        let mut collected = web::BytesMut::with_capacity(64);
+        collected.extend_from_slice(b"client_secret=plt_cs_x");
+        let frozen = collected.freeze();
+        let address = frozen.as_ptr();
+        let taken = take_buffer(frozen);
+        assert_eq!(taken, b"client_secret=plt_cs_x");
+        assert_eq!(taken.as_ptr(), address, "the same buffer, now ours to zero");
+        let shared = Bytes::from_static(b"static");
+        assert_eq!(take_buffer(shared), b"static");
     }
 }

@@ -5,9 +5,6 @@ use iam_domain::{PagePosition, PageRequest, PageSize};
 use crate::error::ErrorDetail;
 use crate::page_token::PageTokenCodec;
 
-/// Names of the paging parameters.
-pub const PAGE_PARAMS: [&str; 3] = ["pageSize", "pageToken", "offset"];
-
 /// Paging parameters as given.
 #[derive(Debug, Default)]
 pub struct PageQuery {

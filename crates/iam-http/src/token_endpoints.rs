@@ -139,7 +139,7 @@ pub async fn mint<A: HttpAdapters>(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // The body holds the client secret: read into a buffer zeroed on drop.
-    let bytes = body::read_sensitive(&req, payload).await?;
+    let bytes = body::read_sensitive(payload).await?;
     let map = body::object(&req, &bytes)?
         .ok_or_else(|| ApiError::bad_request(vec![ErrorDetail::reason("BODY_REQUIRED")]))?;
     let mut f = Fields::new(map);
@@ -235,7 +235,7 @@ pub async fn oauth2_token<A: HttpAdapters>(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     // The body may hold the client secret (client_secret_post): zeroed on drop.
-    let bytes = body::read_sensitive(&req, payload).await?;
+    let bytes = body::read_sensitive(payload).await?;
     let (client_id, client_secret, narrowing) = match oauth_request(&req, &bytes) {
         Ok(request) => request,
         Err(refusal) => return Ok(refusal.response()),

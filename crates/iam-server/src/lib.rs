@@ -9,6 +9,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod config_args;
 pub mod directory_file;
 pub mod ids;
 pub mod keys;

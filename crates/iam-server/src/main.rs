@@ -11,6 +11,7 @@ use iam_domain::{OrgId, PrincipalKind, RoleSlug, Scope};
 use iam_postgres::{Operator, PgStore};
 use iam_server::clock::SystemClock;
 use iam_server::config::Config;
+use iam_server::config_args::ConfigArgs;
 use iam_server::token::MintRequest;
 use iam_server::{app, directory_file, keys, telemetry, token};
 
@@ -21,6 +22,8 @@ use iam_server::{app, directory_file, keys, telemetry, token};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +90,7 @@ enum TokenAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::from_env(|name| std::env::var(name).ok())?;
+    let config = Config::from_env(|name| cli.config.get(name))?;
     telemetry::init(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,4 +1,4 @@
-//! A closed-loop HTTP/1.1 load generator for `cargo xtask bench`, and the small blocking
+//! A closed-loop HTTP/1.1 load generator for the benchmark, and the small blocking
 //! HTTP client it is built on (also used to seed the benchmark's data).
 //!
 //! Every simulated client is a thread with one keep-alive connection that sends the same

@@ -1,0 +1,291 @@
+//! `iam-bench`, what `cargo xtask bench` runs: the server's throughput and latency next to `pgbench -S` on the
+//! same PostgreSQL, with the same client count, in one run (SPEC §7).
+//!
+//! `cargo xtask bench` builds `iam-server` and this harness in release, provisions PostgreSQL
+//! (the throwaway cluster unless `DATABASE_URL` is set) with two scratch databases — one for
+//! the server, one for pgbench — and runs this binary on them. It prepares the server's
+//! database with the server's own commands
+//! (`migrate`, `directory apply`, `token mint`), starts `iam-server serve`, seeds a service
+//! account with a credential (plus filler accounts) over HTTP, and then measures one
+//! scenario after the other: `pgbench -S`, `GET /service-accounts/{id}`, token mint. Every
+//! scenario gets a warm-up first. While the server is under load its RSS is sampled.
+//! Missed targets are reported, not failed; a broken measurement (for example more than 1 %
+//! failed requests) fails the command.
+
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line harness: results on stdout, progress on stderr"
+)]
+
+mod loadgen;
+mod measure;
+mod process;
+mod procstat;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::loadgen::Request;
+use crate::measure::{measure_http, measure_pgbench};
+use crate::process::run_quiet;
+use crate::procstat::{clock_ticks_per_second, status_kib};
+use crate::report::{Report, Row, Target};
+use crate::server::{Server, seed};
+
+/// `pgbench -i -s`: 10 → 1 000 000 rows in `pgbench_accounts`.
+pub(crate) const PGBENCH_SCALE: &str = "10";
+/// `pgbench -j`, capped at the client count.
+pub(crate) const PGBENCH_THREADS: usize = 2;
+/// The tenant everything is created in, and its admin role.
+pub(crate) const TENANT: &str = "org-acme";
+pub(crate) const ADMIN_ROLE: &str = "admin";
+pub(crate) const ACCOUNTS_PATH: &str = "/v1/regions/global/iam/service-accounts";
+pub(crate) const TOKEN_PATH: &str = "/v1/regions/global/auth/token";
+/// The service account that is read and whose credential mints tokens.
+pub(crate) const BENCH_ACCOUNT: &str = "sa-bench";
+/// More accounts in the tenant, so the table isn't trivially small.
+pub(crate) const FILLER_ACCOUNTS: usize = 1000;
+/// Unmeasured load before each scenario.
+pub(crate) const WARM_UP: Duration = Duration::from_secs(2);
+/// How often the server's RSS is sampled under load.
+pub(crate) const RSS_INTERVAL: Duration = Duration::from_millis(100);
+/// How long the server may take to report ready, and to stop after SIGTERM.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// More failed requests than this share makes the measurement invalid.
+pub(crate) const MAX_ERROR_RATIO: f64 = 0.01;
+/// SPEC §7: the server's RSS under load.
+pub(crate) const RSS_TARGET_MIB: f64 = 64.0;
+/// SPEC §7: `GET /service-accounts/{id}`.
+pub(crate) const READ_TARGET: Target = Target {
+    min_share: 0.25,
+    max_p99_ms: 5.0,
+};
+/// SPEC §7: token mint.
+pub(crate) const MINT_TARGET: Target = Target {
+    min_share: 0.15,
+    max_p99_ms: 10.0,
+};
+
+const USAGE: &str = "\
+Usage: iam-bench --server-bin PATH --server-database-url URL --pgbench PATH
+                 --pgbench-database-url URL --directory FILE --work-dir DIR
+                 --pool-size N [--clients N] [--seconds S]
+
+Run through `cargo xtask bench`, which builds the binaries and provides the databases.
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (load, harness) = parse(&args)?;
+    run(load, &harness)
+}
+
+/// Runs every scenario and prints the report.
+fn run(load: Load, harness: &Harness) -> Result<()> {
+    let server = Server::new(
+        harness,
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, free_port()?)),
+    );
+    progress("preparing the server's database (migrate, directory apply, token mint)");
+    run_quiet(&mut server.command(&["migrate"]))?;
+    let directory = harness.directory.display().to_string();
+    run_quiet(&mut server.command(&["directory", "apply", &directory, "--actor", "iam-bench"]))?;
+    let token = server.admin_token()?;
+    progress(&format!("pgbench -i -s {PGBENCH_SCALE}"));
+    run_quiet(
+        Command::new(&harness.pgbench)
+            .args(["-i", "-q", "-s", PGBENCH_SCALE])
+            .arg(&harness.pgbench_database_url),
+    )?;
+
+    progress(&format!("starting iam-server on {}", server.addr));
+    let mut serving = server.spawn()?;
+    serving.wait_ready()?;
+    progress(&format!(
+        "seeding {BENCH_ACCOUNT}, {FILLER_ACCOUNTS} more accounts and a credential"
+    ));
+    let mint_body = seed(server.addr, &token)?;
+
+    let clk_tck = clock_ticks_per_second();
+    progress(&format!("measuring pgbench -S ({} s)", load.seconds));
+    let baseline = measure_pgbench(
+        &harness.pgbench,
+        &harness.pgbench_database_url,
+        load,
+        clk_tck,
+    )?;
+    let read = Request::get(format!("{ACCOUNTS_PATH}/{BENCH_ACCOUNT}")).bearer(&token);
+    progress(&format!(
+        "measuring GET service-accounts/{{id}} ({} s)",
+        load.seconds
+    ));
+    let read = measure_http(&serving, &read, load, clk_tck)?;
+    let mint = Request::post(TOKEN_PATH).json(mint_body);
+    progress(&format!("measuring token mint ({} s)", load.seconds));
+    let mint = measure_http(&serving, &mint, load, clk_tck)?;
+    let high_water_kib = status_kib(serving.pid, "VmHWM:");
+    serving.stop()?;
+
+    let report = Report {
+        load,
+        pool_size: &harness.pool_size,
+        baseline,
+        read: Row::new("GET service-accounts/{id}", read, READ_TARGET),
+        mint: Row::new("token mint", mint, MINT_TARGET),
+        high_water_kib,
+    };
+    print!("{}", report.render());
+    report.check_validity()
+}
+
+/// The load: how many clients, for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    pub(crate) clients: usize,
+    pub(crate) seconds: u64,
+}
+
+impl Load {
+    pub(crate) fn duration(self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
+/// What `cargo xtask bench` prepared: the binaries, databases and folders to use.
+#[derive(Debug, Default)]
+pub(crate) struct Harness {
+    pub(crate) server_bin: PathBuf,
+    pub(crate) server_database_url: String,
+    pub(crate) pgbench: PathBuf,
+    pub(crate) pgbench_database_url: String,
+    pub(crate) directory: PathBuf,
+    pub(crate) work_dir: PathBuf,
+    pub(crate) pool_size: String,
+}
+
+/// Parses the command line.
+fn parse(args: &[&str]) -> Result<(Load, Harness)> {
+    let mut load = Load {
+        clients: 8,
+        seconds: 10,
+    };
+    let mut harness = Harness::default();
+    let mut args = args.iter().copied();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg, None),
+        };
+        let value = inline
+            .or_else(|| args.next())
+            .with_context(|| format!("`{name}` needs a value"))?;
+        match name {
+            "--clients" => {
+                load.clients =
+                    usize::try_from(positive(name, value)?).context("--clients is too large")?;
+            }
+            "--seconds" => load.seconds = positive(name, value)?,
+            "--server-bin" => harness.server_bin = value.into(),
+            "--server-database-url" => harness.server_database_url = value.into(),
+            "--pgbench" => harness.pgbench = value.into(),
+            "--pgbench-database-url" => harness.pgbench_database_url = value.into(),
+            "--directory" => harness.directory = value.into(),
+            "--work-dir" => harness.work_dir = value.into(),
+            "--pool-size" => harness.pool_size = positive(name, value)?.to_string(),
+            _ => bail!("unknown option `{arg}`; run `cargo xtask bench --help`"),
+        }
+    }
+    for (given, name) in [
+        (!harness.server_bin.as_os_str().is_empty(), "--server-bin"),
+        (
+            !harness.server_database_url.is_empty(),
+            "--server-database-url",
+        ),
+        (!harness.pgbench.as_os_str().is_empty(), "--pgbench"),
+        (
+            !harness.pgbench_database_url.is_empty(),
+            "--pgbench-database-url",
+        ),
+        (!harness.directory.as_os_str().is_empty(), "--directory"),
+        (!harness.work_dir.as_os_str().is_empty(), "--work-dir"),
+        (!harness.pool_size.is_empty(), "--pool-size"),
+    ] {
+        if !given {
+            bail!("{name} is required (run the benchmark with `cargo xtask bench`)");
+        }
+    }
+    Ok((load, harness))
+}
+
+/// Parses a whole number of at least 1.
+fn positive(name: &str, raw: &str) -> Result<u64> {
+    match raw.parse::<u64>() {
+        Ok(value) if value > 0 => Ok(value),
+        _ => bail!("`{name}` needs a whole number of at least 1, not `{raw}`"),
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for the server.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .context("could not find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A progress line on stderr (stdout is kept for the results).
+pub(crate) fn progress(message: &str) {
+    eprintln!("==> {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let required = [
+            "--server-bin",
+            "/s",
+            "--server-database-url",
+            "postgres://a",
+            "--pgbench",
+            "/p",
+            "--pgbench-database-url",
+            "postgres://b",
+            "--directory",
+            "d.toml",
+            "--work-dir",
+            "/w",
+            "--pool-size",
+            "8",
+        ];
+        let (load, harness) = parse(&required).unwrap();
+        assert_eq!((load.clients, load.seconds), (8, 10));
+        assert_eq!(harness.pool_size, "8");
+        let mut set = required.to_vec();
+        set.extend(["--clients", "16", "--seconds=3"]);
+        let (load, _) = parse(&set).unwrap();
+        assert_eq!((load.clients, load.seconds), (16, 3));
+        for bad in [&["--clients", "0"][..], &["--clients"], &["--verbose", "x"]] {
+            let mut args = required.to_vec();
+            args.extend(bad);
+            assert!(parse(&args).is_err(), "{bad:?}");
+        }
+        assert!(
+            parse(&["--clients", "4"]).is_err(),
+            "the harness paths are required"
+        );
+    }
+}
