@@ -38,6 +38,18 @@ pub fn run_all(workspace: &Workspace) -> Result<()> {
         ]);
         run(echo(&mut clippy))
     })?;
+    step("docs", || {
+        let mut doc = workspace.cargo();
+        doc.args([
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--all-features",
+            "--locked",
+        ])
+        .env("RUSTDOCFLAGS", "-D warnings");
+        run(echo(&mut doc))
+    })?;
     let database = step("postgres", || Database::provision(workspace))?;
     step("schema drift", || schema::check(workspace, database.url()))?;
     step("test", || {

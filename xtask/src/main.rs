@@ -73,6 +73,7 @@ Runs the CI checks, stopping at the first failure:
   dependency rule  iam-domain must not depend on diesel*, actix*, tokio*,
                    deadpool*, reqwest* or hyper* crates (cargo tree)
   clippy           cargo clippy --workspace --all-targets --locked -- -D warnings
+  docs             RUSTDOCFLAGS=-D warnings cargo doc --workspace --no-deps --all-features
   postgres         start (or reuse) the throwaway PostgreSQL, unless DATABASE_URL is set
   schema drift     migrate a fresh database and compare `diesel print-schema` with
                    crates/iam-postgres/src/schema.rs (fix: cargo xtask schema)

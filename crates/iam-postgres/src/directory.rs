@@ -458,8 +458,8 @@ impl PgStore {
     ///
     /// Every organization the apply changes gets one audit event (action `directory.apply`,
     /// actor and request id from `operator`, resource `organizations/{id}`, the changes as
-    /// [`changes`] names them) in the same transaction; an apply that changes nothing writes
-    /// none. Concurrent applies are serialized (a transaction-scoped advisory lock), so each
+    /// `+`/`~`/`-` entries, see `docs/OPERATIONS.md`) in the same transaction; an apply
+    /// that changes nothing writes none. Concurrent applies are serialized (a transaction-scoped advisory lock), so each
     /// event describes exactly what its apply changed.
     ///
     /// # Errors
