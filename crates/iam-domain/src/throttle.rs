@@ -195,27 +195,26 @@ impl<K: Hash + Eq + Clone> Counter<K> {
         Ok(())
     }
 
-    /// Gives back one failure counted by [`Self::admit`] (the attempt was no client failure).
-    fn refund(&self, key: &K, now: OffsetDateTime) {
+    /// Gives back one failure counted by [`Self::admit`] (the attempt was no client failure);
+    /// with `forget`, also forgets the rest of `key`'s count below the limit (a success). A
+    /// block that other failures keep over the limit stays until it ends.
+    fn refund(&self, key: &K, now: OffsetDateTime, forget: bool) {
         let mut tables = self.lock();
         if let Some(mut window) = tables.blocked.remove(key) {
             window.failures = window.failures.saturating_sub(1);
-            let until = window.started + self.window;
             if window.failures >= self.limit {
+                let until = window.started + self.window;
                 if let Err(window) = tables.blocked.insert(key.clone(), window, until, now) {
                     tables.counting.push(key.clone(), window);
                 }
-            } else {
+            } else if !forget {
                 tables.counting.push(key.clone(), window);
             }
+        } else if forget {
+            tables.counting.pop(key);
         } else if let Some(window) = tables.counting.peek_mut(key) {
             window.failures = window.failures.saturating_sub(1);
         }
-    }
-
-    /// Forgets `key`'s count below the limit (a block stays until it ends).
-    fn clear(&self, key: &K) {
-        self.lock().counting.pop(key);
     }
 
     fn len(&self) -> (usize, usize) {
@@ -276,7 +275,7 @@ impl MintThrottle {
         let pair = pair(client_id, ip);
         self.pairs.admit(&pair, now).map_err(retry_after)?;
         if let Err(wait) = self.ips.admit(&bucket(ip), now) {
-            self.pairs.refund(&pair, now);
+            self.pairs.refund(&pair, now, false);
             return Err(retry_after(wait));
         }
         Ok(())
@@ -285,17 +284,15 @@ impl MintThrottle {
     /// An admitted mint succeeded: its pair's count is cleared and its address's failure given
     /// back.
     pub fn succeeded(&self, client_id: &str, ip: Option<IpAddr>, now: OffsetDateTime) {
-        let pair = pair(client_id, ip);
-        self.pairs.refund(&pair, now);
-        self.pairs.clear(&pair);
-        self.ips.refund(&bucket(ip), now);
+        self.pairs.refund(&pair(client_id, ip), now, true);
+        self.ips.refund(&bucket(ip), now, false);
     }
 
     /// An admitted mint failed for a reason that is not the client's credentials (a refused
     /// narrowing, an outage): its failure is given back.
     pub fn refund(&self, client_id: &str, ip: Option<IpAddr>, now: OffsetDateTime) {
-        self.pairs.refund(&pair(client_id, ip), now);
-        self.ips.refund(&bucket(ip), now);
+        self.pairs.refund(&pair(client_id, ip), now, false);
+        self.ips.refund(&bucket(ip), now, false);
     }
 
     /// Keys held now: `(counting, blocked)` summed over both tables (for tests and metrics).

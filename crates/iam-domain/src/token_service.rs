@@ -167,11 +167,6 @@ impl<A: Adapters> TokenService<A> {
         std::hint::black_box(self.hasher.hash(&self.decoy));
     }
 
-    /// The lifetime of minted grants.
-    pub fn lifetime(&self) -> Duration {
-        self.lifetime
-    }
-
     /// Exchanges a client id and secret for a grant, recording the credential's last use.
     ///
     /// A caller over its failure limit is refused before anything else is done; a failed

@@ -245,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn wiping_form_pairs_zeroes_every_value_dropping_wipes() {
+    fn wiping_form_pairs_clears_every_value() {
         let mut pairs = FormPairs(vec![("client_secret".into(), "plt_cs_secret".into())]);
         // What dropping runs, observed before the memory is released.
         pairs.wipe();
