@@ -161,6 +161,15 @@ impl ApiError {
         )
     }
 
+    /// 503 when a request ran out of its deadline (a stalled database); clients may retry.
+    pub fn deadline_exceeded() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request did not complete in time; retry",
+            vec![ErrorDetail::reason("UNAVAILABLE")],
+        )
+    }
+
     /// 500 with a generic body. Log the cause before calling this.
     pub fn internal() -> Self {
         Self::new(

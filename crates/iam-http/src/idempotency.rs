@@ -4,7 +4,8 @@
 //! Keys belong to the caller (tenant, issuer, principal kind and subject), and only tenant
 //! administrators' requests are recorded or replayed. The fingerprint covers method, path and the
 //! exact body bytes; the same key with another request is 422 `IDEMPOTENCY_KEY_REUSED`; a retry
-//! while the first request still runs is 409 `IDEMPOTENCY_KEY_IN_PROGRESS`. Successes and 4xx
+//! while the first request still runs is 409 `IDEMPOTENCY_KEY_IN_PROGRESS` (a claim older than
+//! [`RequestDeadline::abandon_claims_after`] belongs to a request that died, and is taken over). Successes and 4xx
 //! answers are recorded, their bodies sealed ([`crate::sealing`]) since they may hold a client
 //! secret; 5xx answers release the key so a retry can do the work.
 //!
@@ -25,9 +26,10 @@ use iam_domain::ports::{
     Recorder,
 };
 use sha2::{Digest, Sha256};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::deadline::RequestDeadline;
 use crate::error::{ApiError, ErrorDetail};
 use crate::reply::Reply;
 use crate::sealing::ResponseSealer;
@@ -37,8 +39,6 @@ use crate::{AppState, HttpAdapters};
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on replayed responses.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// An unfinished claim older than this is taken to be abandoned (its request died).
-pub const ABANDON_AFTER: Duration = Duration::seconds(60);
 
 fn key_of(req: &HttpRequest, caller: &Principal) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = req.headers().get(&IDEMPOTENCY_KEY) else {
@@ -167,7 +167,12 @@ where
     let now = state.admin.clock().now_micros();
     match state
         .idempotency
-        .claim(&key, &fingerprint, now, ABANDON_AFTER)
+        .claim(
+            &key,
+            &fingerprint,
+            now,
+            RequestDeadline::of(req).abandon_claims_after(),
+        )
         .await?
     {
         IdempotencyClaim::Claimed => {}

@@ -11,6 +11,7 @@ pub mod body;
 pub mod caller;
 pub mod client_ip;
 pub mod credentials;
+pub mod deadline;
 pub mod error;
 pub mod health;
 pub mod idempotency;
@@ -27,6 +28,7 @@ pub mod signing_keys;
 pub mod token_endpoints;
 
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 use iam_domain::ports::{Adapters, IdempotencyStore, Readiness};
 use iam_domain::{CredentialAdmin, ServiceAccountAdmin, TokenService};
@@ -168,7 +170,9 @@ pub fn configure<A: HttpAdapters>(cfg: &mut web::ServiceConfig) {
         let resource = web::resource(route.path).default_service(web::to(move || {
             std::future::ready(method_not_allowed(allow))
         }));
-        cfg.service((route.register)(resource));
+        // The deadline wraps each resource rather than the app: routing must be done before
+        // the middleware may keep a handle on the request for its 503.
+        cfg.service((route.register)(resource).wrap(from_fn(deadline::middleware)));
     }
     cfg.default_service(web::to(not_found));
 }

@@ -1,7 +1,8 @@
 //! The one place where database and pool failures become [`StoreError`]s.
 //!
 //! - Pool checkout or connect timeouts, refused or dropped connections, a server that is
-//!   shutting down or starting up: [`StoreError::Unavailable`] (retryable, HTTP 503).
+//!   shutting down or starting up, a statement cancelled by `statement_timeout` (a stalled
+//!   database): [`StoreError::Unavailable`] (retryable, HTTP 503).
 //! - Everything else (constraint violations the adapter did not expect, a stored row that
 //!   fails domain parsing, SQL errors): [`StoreError::Unexpected`].
 
@@ -86,6 +87,8 @@ fn is_connection_failure(e: &DieselError) -> bool {
             let message = info.message();
             message.starts_with("terminating connection")
                 || message.starts_with("the database system is")
+                // 57014: `statement_timeout` (the request deadline) or a cancel request.
+                || message.starts_with("canceling statement due to")
         }
         DieselError::RollbackErrorOnCommit { commit_error, .. } => {
             is_connection_failure(commit_error)

@@ -4,16 +4,30 @@
 //! no round trip. A connection whose socket closed (database restart) is detected as broken
 //! and replaced on the next checkout; the one request that meets it first fails with
 //! `StoreError::Unavailable`.
+//!
+//! Every new connection gets [`PgConfig::statement_timeout`] (PostgreSQL's
+//! `statement_timeout`): a statement stuck behind a lock is cancelled by the server, and the
+//! connection stays usable. A connection whose statement was abandoned by the caller (the
+//! request's deadline dropped the future mid-query, see [`Conn`]) is never returned to the
+//! pool: its answer may still be on the way, or the backend may hang, and the next request
+//! would wait behind it. It is closed instead, and the pool opens a fresh one.
 
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool::Runtime;
 use deadpool::managed::Timeouts;
-use diesel_async::AsyncPgConnection;
+use diesel::ConnectionError;
+use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 use crate::error::DbError;
 
@@ -28,6 +42,9 @@ pub struct PgConfig {
     pub connect_timeout: Duration,
     /// Longest time a request waits for a free connection.
     pub checkout_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for every connection (`None`: the server's setting).
+    /// The server binary sets it to the request deadline.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl PgConfig {
@@ -45,6 +62,7 @@ impl PgConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             checkout_timeout: Self::DEFAULT_CHECKOUT_TIMEOUT,
+            statement_timeout: None,
         }
     }
 }
@@ -57,6 +75,7 @@ impl std::fmt::Debug for PgConfig {
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -79,6 +98,8 @@ pub enum PoolBuildError {
 #[derive(Clone)]
 pub struct PgPool {
     inner: Pool<AsyncPgConnection>,
+    /// Tests only: counts every statement sent (see `TestDatabase::counting_store`).
+    statements: Option<Arc<AtomicUsize>>,
 }
 
 /// A snapshot of the pool's usage (for metrics).
@@ -100,19 +121,12 @@ impl PgPool {
     /// # Errors
     /// [`PoolBuildError`] when `max_connections` is 0 or deadpool rejects the configuration.
     pub fn new(config: &PgConfig) -> Result<Self, PoolBuildError> {
-        Self::with_manager_config(config, ManagerConfig::default())
-    }
-
-    /// As [`Self::new`], with `manager_config`'s connection setup (its recycling method is
-    /// replaced by [`RecyclingMethod::Fast`]).
-    pub(crate) fn with_manager_config(
-        config: &PgConfig,
-        mut manager_config: ManagerConfig<AsyncPgConnection>,
-    ) -> Result<Self, PoolBuildError> {
         if config.max_connections == 0 {
             return Err(PoolBuildError::NoConnections);
         }
+        let mut manager_config = ManagerConfig::default();
         manager_config.recycling_method = RecyclingMethod::Fast;
+        manager_config.custom_setup = Box::new(connection_setup(config.statement_timeout));
         let manager =
             AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);
         let inner = Pool::builder(manager)
@@ -125,7 +139,22 @@ impl PgPool {
             })
             .build()
             .map_err(PoolBuildError::Build)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            statements: None,
+        })
+    }
+
+    /// As [`Self::new`], counting every statement its connections send in `statements`.
+    #[cfg(feature = "test-support")]
+    pub(crate) fn counting(
+        config: &PgConfig,
+        statements: Arc<AtomicUsize>,
+    ) -> Result<Self, PoolBuildError> {
+        Ok(Self {
+            statements: Some(statements),
+            ..Self::new(config)?
+        })
     }
 
     /// The pool's current usage.
@@ -140,8 +169,113 @@ impl PgPool {
     }
 
     /// Checks a connection out, within the checkout and connect timeouts.
-    pub(crate) async fn get(&self) -> Result<Object<AsyncPgConnection>, DbError> {
-        Ok(self.inner.get().await?)
+    pub(crate) async fn get(&self) -> Result<Conn, DbError> {
+        let mut object = self.inner.get().await?;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        object.set_instrumentation(InFlight {
+            in_flight: Arc::clone(&in_flight),
+            statements: self.statements.clone(),
+        });
+        Ok(Conn {
+            object: Some(object),
+            in_flight,
+        })
+    }
+}
+
+/// What every new connection runs first: [`PgConfig::statement_timeout`], if set.
+fn connection_setup(
+    statement_timeout: Option<Duration>,
+) -> impl Fn(&str) -> Setup<'_> + Send + Sync {
+    // PostgreSQL takes milliseconds up to `i32::MAX`; 0 would mean "no timeout".
+    let setup = statement_timeout.map(|timeout| {
+        format!(
+            "SET statement_timeout = {}",
+            timeout.as_millis().clamp(1, 2_147_483_647)
+        )
+    });
+    move |url| {
+        let setup = setup.clone();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(url).await?;
+            if let Some(setup) = setup {
+                conn.batch_execute(&setup)
+                    .await
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            }
+            Ok(conn)
+        })
+    }
+}
+
+/// The future of a connection's setup.
+type Setup<'a> =
+    Pin<Box<dyn Future<Output = diesel::ConnectionResult<AsyncPgConnection>> + Send + 'a>>;
+
+/// A connection checked out of the pool. It goes back when dropped — unless a statement it
+/// started has not finished (its future was dropped: the request ran out of time). Such a
+/// connection may still receive that statement's answer, or its backend may hang; the next
+/// user would wait behind it. It is closed instead, and the pool replaces it.
+pub(crate) struct Conn {
+    object: Option<Object<AsyncPgConnection>>,
+    /// Statements started and not finished, counted by [`InFlight`].
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Deref for Conn {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        // `object` is `Some` from checkout until `drop` takes it.
+        self.object.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        self.object.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.in_flight.load(Ordering::Acquire) > 0
+            && let Some(object) = self.object.take()
+        {
+            tracing::warn!(
+                "closing a database connection whose statement was abandoned (request deadline)"
+            );
+            drop(Object::take(object));
+        }
+    }
+}
+
+/// Instrumentation of a checked-out connection: counts statements in flight (and, in tests,
+/// every statement sent).
+struct InFlight {
+    in_flight: Arc<AtomicUsize>,
+    statements: Option<Arc<AtomicUsize>>,
+}
+
+impl Instrumentation for InFlight {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartQuery { .. } => {
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                if let Some(statements) = &self.statements {
+                    statements.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            InstrumentationEvent::FinishQuery { .. } => {
+                // Saturating: a finish without its start (none is known) must not wrap.
+                let _ = self
+                    .in_flight
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            }
+            _ => {}
+        }
     }
 }
 

@@ -1,10 +1,7 @@
 //! [`PgStore`]: the handle every port implementation hangs off.
 
-use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::deadpool::Object;
-
 use crate::error::DbError;
-use crate::pool::{PgConfig, PgPool, PoolBuildError};
+use crate::pool::{Conn, PgConfig, PgPool, PoolBuildError};
 
 /// The Postgres implementation of the storage ports (`ServiceAccountStore`,
 /// `CredentialStore`, `TokenStore`, `Directory`, `IdempotencyStore`, `Readiness`). Cloning it is cheap:
@@ -34,7 +31,7 @@ impl PgStore {
     }
 
     /// Checks a connection out of the pool.
-    pub(crate) async fn conn(&self) -> Result<Object<AsyncPgConnection>, DbError> {
+    pub(crate) async fn conn(&self) -> Result<Conn, DbError> {
         self.pool.get().await
     }
 }

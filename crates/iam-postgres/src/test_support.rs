@@ -24,12 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Text};
-use diesel_async::pooled_connection::ManagerConfig;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use iam_domain::audit::AuditAction;
 use time::OffsetDateTime;
@@ -162,18 +160,7 @@ impl TestDatabase {
     /// Never in practice: the test configuration is valid.
     pub fn counting_store(&self) -> (PgStore, StatementCounter) {
         let counter = StatementCounter::default();
-        let count = Arc::clone(&counter.0);
-        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
-        manager_config.custom_setup = Box::new(move |url| {
-            let count = Arc::clone(&count);
-            let url = url.to_owned();
-            Box::pin(async move {
-                let mut conn = AsyncPgConnection::establish(&url).await?;
-                conn.set_instrumentation(CountStatements(count));
-                Ok(conn)
-            })
-        });
-        let pool = PgPool::with_manager_config(&self.config(), manager_config)
+        let pool = PgPool::counting(&self.config(), Arc::clone(&counter.0))
             .unwrap_or_else(|e| panic!("cannot build a pool for {}: {e}", self.name));
         (PgStore::new(pool), counter)
     }
@@ -438,17 +425,6 @@ impl StatementCounter {
     /// Returns the count and starts again from 0.
     pub fn take(&self) -> usize {
         self.0.swap(0, Ordering::SeqCst)
-    }
-}
-
-/// Counts every statement a connection starts.
-struct CountStatements(Arc<AtomicUsize>);
-
-impl Instrumentation for CountStatements {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { .. } = event {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
     }
 }
 

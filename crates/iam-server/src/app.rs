@@ -14,6 +14,7 @@ use iam_domain::{
 };
 use iam_http::caller::{Authenticator, LivenessCheck};
 use iam_http::client_ip::TrustedProxies;
+use iam_http::deadline::RequestDeadline;
 use iam_http::jwt::TokenSigner;
 use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
@@ -145,12 +146,14 @@ pub fn build<C: Clock + Clone>(
     let liveness: Arc<dyn LivenessCheck> = state.clone().into_inner();
     let authenticator = web::Data::new(Authenticator::new(verifier, Arc::new(clock), liveness));
     let proxies = web::Data::new(TrustedProxies(config.trusted_proxies.clone()));
+    let deadline = web::Data::new(RequestDeadline(config.request_timeout));
 
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(authenticator.clone())
             .app_data(proxies.clone())
+            .app_data(deadline.clone())
             .wrap(from_fn(request_id::middleware))
             .configure(iam_http::configure::<Deployment<C>>)
     })

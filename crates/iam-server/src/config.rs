@@ -7,7 +7,7 @@
 //! `IAM_DB_CONNECT_TIMEOUT_MS`, `IAM_DB_CHECKOUT_TIMEOUT_MS`, `IAM_WORKERS`,
 //! `IAM_SHUTDOWN_TIMEOUT_SECS`, `IAM_LOG`, `IAM_LOG_FORMAT`, `IAM_ACCESS_TOKEN_TTL_SECS`,
 //! `IAM_PUBLIC_URL`, `IAM_TRUSTED_PROXIES`, `IAM_VERIFICATION_KEY_FILES`,
-//! `IAM_MINT_FAILURE_LIMIT`, `IAM_MINT_FAILURE_LIMIT_PER_IP`.
+//! `IAM_MINT_FAILURE_LIMIT`, `IAM_MINT_FAILURE_LIMIT_PER_IP`, `IAM_REQUEST_TIMEOUT`.
 //!
 //! Development mode has safe defaults and generates (and keeps) a signing key and a secret
 //! pepper; production mode refuses to start without both given explicitly.
@@ -104,6 +104,30 @@ pub struct Config {
     pub mint_failure_limit: u32,
     /// See `mint_failure_limit`.
     pub mint_failure_limit_per_ip: u32,
+    /// `IAM_REQUEST_TIMEOUT`: the request deadline, default 5 s (`250ms`, `5s`, or a number of
+    /// seconds; 100 ms to 5 min). A request not done by then gets 503; it is also every
+    /// database connection's `statement_timeout`.
+    pub request_timeout: Duration,
+}
+
+/// Parses a request timeout: `<n>ms`, `<n>s` or a bare number of seconds.
+fn request_timeout(raw: &str) -> anyhow::Result<Duration> {
+    let raw = raw.trim();
+    let (number, unit_ms) = if let Some(number) = raw.strip_suffix("ms") {
+        (number, 1)
+    } else {
+        (raw.strip_suffix('s').unwrap_or(raw), 1000)
+    };
+    let timeout = number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_ms))
+        .map(Duration::from_millis)
+        .filter(|t| (Duration::from_millis(100)..=Duration::from_mins(5)).contains(t));
+    timeout.with_context(|| {
+        format!("IAM_REQUEST_TIMEOUT={raw:?} is invalid: use e.g. 5s or 2500ms, from 100ms to 300s")
+    })
 }
 
 fn parsed<T: FromStr>(
@@ -210,6 +234,8 @@ impl Config {
             verification_key_files,
             mint_failure_limit: parsed(&env, "IAM_MINT_FAILURE_LIMIT", 10)?,
             mint_failure_limit_per_ip: parsed(&env, "IAM_MINT_FAILURE_LIMIT_PER_IP", 100)?,
+            request_timeout: env("IAM_REQUEST_TIMEOUT")
+                .map_or(Ok(Duration::from_secs(5)), |raw| request_timeout(&raw))?,
             issuer: env("IAM_ISSUER").unwrap_or_else(|| public_url.clone()),
             public_url,
             audience: env("IAM_AUDIENCE").unwrap_or_else(|| "k0rdent".to_owned()),
@@ -259,6 +285,7 @@ impl Config {
             max_connections: self.db_max_connections,
             connect_timeout: self.db_connect_timeout,
             checkout_timeout: self.db_checkout_timeout,
+            statement_timeout: Some(self.request_timeout),
         })
     }
 }
@@ -337,6 +364,30 @@ mod tests {
     }
 
     #[test]
+    fn the_request_timeout_takes_seconds_or_milliseconds() {
+        assert_eq!(config(&[]).unwrap().request_timeout, Duration::from_secs(5));
+        for (raw, expected) in [
+            ("7", 7000),
+            ("2s", 2000),
+            ("250ms", 250),
+            (" 300s ", 300_000),
+        ] {
+            let c = config(&[("IAM_REQUEST_TIMEOUT", raw)]).unwrap();
+            assert_eq!(c.request_timeout, Duration::from_millis(expected), "{raw}");
+            assert_eq!(c.pg().map(|pg| pg.statement_timeout).ok(), None, "no URL");
+        }
+        let c = config(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("IAM_REQUEST_TIMEOUT", "2s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.pg().unwrap().statement_timeout,
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
     fn invalid_values_are_named() {
         for (name, value) in [
             ("IAM_MODE", "staging"),
@@ -345,6 +396,9 @@ mod tests {
             ("IAM_DB_MAX_CONNECTIONS", "0"),
             ("IAM_LOG_FORMAT", "xml"),
             ("IAM_EXTERNAL_ISSUER", "https://idp"),
+            ("IAM_REQUEST_TIMEOUT", "5m"),
+            ("IAM_REQUEST_TIMEOUT", "50ms"),
+            ("IAM_REQUEST_TIMEOUT", "301"),
         ] {
             let err = config(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{name}: {err}");

@@ -84,6 +84,8 @@ config_args! {
     mint_failure_limit = "IAM_MINT_FAILURE_LIMIT",
     /// Failed mints per minute per source IP before 429 [default: 100].
     mint_failure_limit_per_ip = "IAM_MINT_FAILURE_LIMIT_PER_IP",
+    /// Request deadline: `5s`, `2500ms` or seconds; then 503 (also the statement timeout) [default: 5s].
+    request_timeout = "IAM_REQUEST_TIMEOUT",
 }
 
 #[cfg(test)]

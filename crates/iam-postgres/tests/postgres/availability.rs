@@ -104,6 +104,7 @@ fn unreachable_config(port: u16) -> PgConfig {
         max_connections: 2,
         connect_timeout: StdDuration::from_millis(500),
         checkout_timeout: StdDuration::from_millis(500),
+        statement_timeout: None,
     }
 }
 
@@ -146,4 +147,75 @@ async fn a_server_that_never_answers_is_unavailable_within_the_connect_timeout()
     let store = PgStore::connect(&unreachable_config(port)).unwrap();
     assert_unavailable_quickly(&store).await;
     drop(silent);
+}
+
+/// A connection (outside the pool) holding `ACCESS EXCLUSIVE` on `service_accounts` until it
+/// is dropped or committed: a stalled database.
+async fn lock_accounts(db: &TestDatabase) -> diesel_async::AsyncPgConnection {
+    let mut locker = db.connection().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE service_accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    locker
+}
+
+#[tokio::test]
+async fn a_statement_stuck_behind_a_lock_is_cancelled_by_the_statement_timeout() {
+    let (db, _) = seeded().await;
+    let store = PgStore::connect(&PgConfig {
+        statement_timeout: Some(StdDuration::from_millis(300)),
+        ..db.config()
+    })
+    .unwrap();
+    let mut locker = lock_accounts(&db).await;
+    let started = Instant::now();
+    let result = store.get(&org_id(ACME), &sa_id("sa-ci"), t0()).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < StdDuration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    // The connection is still good: the next read answers at once.
+    assert_eq!(
+        store
+            .get(&org_id(ACME), &sa_id("sa-ci"), t0())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_connection_whose_statement_was_abandoned_is_closed_not_reused() {
+    let (db, _) = seeded().await;
+    // One connection, and no statement timeout: only the discard can save the next request.
+    let store = PgStore::connect(&PgConfig {
+        max_connections: 1,
+        ..db.config()
+    })
+    .unwrap();
+    store.check().await.unwrap();
+    let locker = lock_accounts(&db).await;
+    // The caller gives up (what the request deadline does): the future is dropped mid-query.
+    let abandoned = tokio::time::timeout(
+        StdDuration::from_millis(300),
+        store.get(&org_id(ACME), &sa_id("sa-ci"), t0()),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the read should have been stuck: {abandoned:?}"
+    );
+    // The lock is still held, but the next request gets a fresh connection and does not
+    // queue behind the abandoned statement.
+    let next = tokio::time::timeout(StdDuration::from_secs(2), store.check()).await;
+    assert!(matches!(next, Ok(Ok(()))), "{next:?}");
+    assert_eq!(store.pool().status().size, 1, "{:?}", store.pool().status());
+    drop(locker);
 }

@@ -174,3 +174,54 @@ async fn the_binary_refuses_an_external_issuer_equal_to_its_own() {
     assert!(stderr.contains("IAM_EXTERNAL_ISSUER"), "{stderr}");
     assert!(stderr.contains("own issuer"), "{stderr}");
 }
+
+/// SPEC §7: a stalled database (a lock held elsewhere) never holds a request longer than the
+/// request deadline; it gets 503 with `Retry-After`, and the pool serves normally afterwards.
+#[tokio::test]
+async fn a_stalled_database_answers_503_within_the_request_deadline() {
+    use diesel_async::SimpleAsyncConnection as _;
+
+    let server = TestServer::start_with(&[("IAM_REQUEST_TIMEOUT", "1s")]).await;
+    let admin = server.admin();
+    server.create_sa(&admin, "sa-stall").await;
+    let path = format!("{BASE}/sa-stall");
+    let mut locker = server.db.connection().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE service_accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    // More requests than pooled connections (4): some wait for a connection, the rest for
+    // the lock; every one is answered at the deadline.
+    let started = std::time::Instant::now();
+    let get = || server.get(&path, &admin);
+    let stalled = tokio::join!(get(), get(), get(), get(), get(), get());
+    let elapsed = started.elapsed();
+    let (r1, r2, r3, r4, r5, r6) = stalled;
+    for response in [r1, r2, r3, r4, r5, r6] {
+        assert_eq!(
+            response.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            response.text
+        );
+        assert_eq!(response.header("retry-after"), Some("1"));
+        assert_eq!(response.reasons(), [("UNAVAILABLE".to_owned(), None)]);
+    }
+    assert!(
+        elapsed < std::time::Duration::from_millis(2500),
+        "{elapsed:?}"
+    );
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        let response = server.get(&path, &admin).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
