@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: prepares what the benchmark needs and runs the `iam-bench` harness
-//! (`crates/iam-bench`), which measures `iam-server` next to `pgbench -S` (SPEC §7).
+//! (`crates/iam-harness`), which measures `iam-server` next to `pgbench -S` (SPEC §7).
 //!
 //! Here: build `iam-server` and `iam-bench` in release, provision PostgreSQL (the throwaway
 //! cluster unless `DATABASE_URL` is set) with two scratch databases — `iam_bench` for the
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
-use crate::postgres::{self, Database};
+use crate::postgres::{self, Database, drop_database, scratch_database};
 use crate::process::{find_in_path, run};
 use crate::workspace::Workspace;
 
@@ -26,9 +26,16 @@ const PGBENCH_DATABASE: &str = "iam_pgbench";
 pub fn run_bench(workspace: &Workspace, args: &[&str]) -> Result<()> {
     let pgbench = pgbench_program()?;
     eprintln!("==> building iam-server and iam-bench in release");
-    run(workspace
-        .cargo()
-        .args(["build", "--release", "-p", "iam-server", "-p", "iam-bench"]))?;
+    run(workspace.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "iam-server",
+        "-p",
+        "iam-harness",
+        "--bin",
+        "iam-bench",
+    ]))?;
     let release = workspace.target_dir().join("release");
 
     let database = Database::provision(workspace)?;
@@ -102,22 +109,6 @@ fn pgbench_program() -> Result<PathBuf> {
         "pgbench not found (install the PostgreSQL client tools, or set PG_BIN_DIR to \
          their directory)",
     )
-}
-
-/// (Re)creates the empty database `name` on the server at `server_url`; returns its URL.
-fn scratch_database(server_url: &str, name: &str) -> Result<String> {
-    drop_database(server_url, name)?;
-    postgres::psql(server_url, &format!("CREATE DATABASE \"{name}\""))?;
-    postgres::with_database(server_url, name)
-}
-
-fn drop_database(server_url: &str, name: &str) -> Result<()> {
-    postgres::psql(
-        server_url,
-        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-    )
-    .map(drop)
-    .with_context(|| format!("could not drop the scratch database {name}"))
 }
 
 #[cfg(test)]

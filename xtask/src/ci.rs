@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 
 use crate::postgres::Database;
 use crate::process::{self, run, stdout_of};
-use crate::schema;
 use crate::workspace::Workspace;
+use crate::{reliability, schema};
 
 /// Crates the domain crate must not depend on (it stays free of infrastructure).
 const FORBIDDEN_IN_DOMAIN: [&str; 6] = ["diesel", "actix", "tokio", "deadpool", "reqwest", "hyper"];
@@ -57,6 +57,10 @@ pub fn run_all(workspace: &Workspace) -> Result<()> {
         test.args(["test", "--workspace", "--locked"])
             .env("DATABASE_URL", database.url());
         run(echo(&mut test))
+    })?;
+    step("reliability (fast)", || {
+        reliability::build(workspace)?;
+        reliability::run_on(workspace, &database, &["--fast"])
     })?;
     drop(database);
     println!("==> ci passed in {}", Seconds(started.elapsed()));

@@ -15,6 +15,7 @@ mod ci;
 mod dev;
 mod postgres;
 mod process;
+mod reliability;
 mod schema;
 mod workspace;
 
@@ -36,6 +37,8 @@ Commands:
              directory and an admin token
   ci         Run the CI checks: fmt, dependency rule, clippy, schema drift, tests
   bench      Measure iam-server (release) next to pgbench -S on the same PostgreSQL
+  reliability  Run the fault scenarios (PostgreSQL restart, stalls, kill -9,
+             SIGTERM, two instances, hostile clients, soak) against iam-server
   schema     Regenerate crates/iam-postgres/src/schema.rs from the migrations
   db start   Start (or reuse) the throwaway PostgreSQL and print its DATABASE_URL
   db url     Print the DATABASE_URL of the running throwaway PostgreSQL
@@ -78,6 +81,8 @@ Runs the CI checks, stopping at the first failure:
   schema drift     migrate a fresh database and compare `diesel print-schema` with
                    crates/iam-postgres/src/schema.rs (fix: cargo xtask schema)
   test             cargo test --workspace --locked, with DATABASE_URL set
+  reliability      cargo xtask reliability --fast: the fault scenarios against
+                   the release server (builds it; about 4 minutes on 2 cores)
 
 A throwaway PostgreSQL started by ci is stopped again at the end, pass or fail.
 diesel_cli is installed on first use into ~/.cache/iam-xtask (override:
@@ -89,7 +94,7 @@ Usage: cargo xtask bench [--clients N] [--seconds S]
 
 Measures iam-server against the performance contract (SPEC §7), in one run
 next to `pgbench -S` on the same PostgreSQL with the same client count:
-  1. builds iam-server and the harness iam-bench (crates/iam-bench) in release;
+  1. builds iam-server and the harness iam-bench (crates/iam-harness) in release;
   2. starts (or reuses) the throwaway PostgreSQL, unless DATABASE_URL is set,
      and (re)creates the scratch databases iam_bench and iam_pgbench on it;
   then iam-bench:
@@ -115,6 +120,38 @@ fails if the harness breaks, e.g. more than 1 % of requests fail.
 Options:
   --clients N   Concurrent clients for pgbench and the load generator (default 8)
   --seconds S   Measured seconds per scenario (default 10)
+";
+
+const RELIABILITY_HELP: &str = "\
+Usage: cargo xtask reliability [--fast] [--soak MINUTES] [--only NAME[,NAME...]]
+
+Runs the fault scenarios of SPEC §7 (docs/RELIABILITY.md) against real
+iam-server processes (release build) on a scratch database (iam_reliability)
+of the throwaway PostgreSQL (or of DATABASE_URL's server):
+  restart        pg_ctl stop -m fast, 3 s away, pg_ctl start, under 6 clients
+  stall          a lock held past the request deadline; frozen (SIGSTOP) backends
+  pool           more requests than connections, some stalled on a lock
+  kill           kill -9 under idempotent writes; restart; retry what was in flight
+  sigterm        SIGTERM with requests in flight
+  two-instances  two servers on one database: cap, disable, revocation, one key
+  hostile        slowloris, silent connections, oversized and malformed requests
+  soak           mixed traffic, RSS/files/connections sampled every 10 s
+
+Each scenario checks its promise and the command fails if any check fails. The
+report (a table: scenario, fault, requests, outcomes by status, worst latency,
+recovery, data lost; then every check) is printed and written to
+<target>/reliability/report.md, next to the servers' logs.
+
+The restart scenario stops and starts the throwaway cluster (through a script
+xtask writes to <target>/reliability/pg-ctl.sh); with DATABASE_URL set it
+cannot, and fails saying so. The stall scenario freezes the server's backends
+with SIGSTOP, which needs permission to signal PostgreSQL's processes (root,
+or the user owning the throwaway cluster).
+
+Options:
+  --fast          The form cargo xtask ci runs: shorter phases, 1-minute soak
+  --soak MINUTES  Length of the soak (default 10; 1 with --fast)
+  --only NAMES    Run only these scenarios (comma-separated)
 ";
 
 const SCHEMA_HELP: &str = "\
@@ -176,6 +213,9 @@ fn run() -> Result<()> {
         ["dev"] => dev::run_dev(&Workspace::locate()?),
         ["ci"] => ci::run_all(&Workspace::locate()?),
         ["bench", options @ ..] => bench::run_bench(&Workspace::locate()?, options),
+        ["reliability", options @ ..] => {
+            reliability::run_reliability(&Workspace::locate()?, options)
+        }
         ["schema"] => schema::regenerate(&Workspace::locate()?),
         ["db", "start"] => db_start(&Workspace::locate()?),
         ["db", "url"] => db_url(&Workspace::locate()?),
@@ -195,6 +235,7 @@ fn help(topic: &[&str]) -> Result<()> {
         Some(&"dev") => DEV_HELP,
         Some(&"ci") => CI_HELP,
         Some(&"bench") => BENCH_HELP,
+        Some(&"reliability") => RELIABILITY_HELP,
         Some(&"schema") => SCHEMA_HELP,
         Some(&"db") => DB_HELP,
         Some(other) => bail!("unknown command `{other}`; run `cargo xtask --help`"),

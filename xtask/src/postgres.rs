@@ -120,6 +120,55 @@ impl Cluster {
         Ok(true)
     }
 
+    /// A shell script that stops (`sh SCRIPT stop`: `pg_ctl stop -m fast`) and starts
+    /// (`sh SCRIPT start`, on the same port) the running cluster, as its owner: for
+    /// `cargo xtask reliability`, which restarts PostgreSQL under load.
+    pub fn control_script(&self) -> Result<String> {
+        let data_dir = self.data_dir();
+        let log_file = self.log_file();
+        let port_option = OsString::from(format!("-p {}", self.port()?));
+        let line = |cmd: Command| {
+            let mut line = shell_quote(cmd.get_program());
+            for arg in cmd.get_args() {
+                line.push(' ');
+                line.push_str(&shell_quote(arg));
+            }
+            line
+        };
+        let stop = line(self.tools.as_owner(
+            "pg_ctl",
+            [
+                "stop".as_ref(),
+                "--silent".as_ref(),
+                "--wait".as_ref(),
+                "--mode=fast".as_ref(),
+                "-D".as_ref(),
+                data_dir.as_os_str(),
+            ],
+        ));
+        let start = line(self.tools.as_owner(
+            "pg_ctl",
+            [
+                "start".as_ref(),
+                "--silent".as_ref(),
+                "--wait".as_ref(),
+                "--timeout=60".as_ref(),
+                "-D".as_ref(),
+                data_dir.as_os_str(),
+                "-l".as_ref(),
+                log_file.as_os_str(),
+                "-o".as_ref(),
+                port_option.as_os_str(),
+            ],
+        ));
+        Ok(format!(
+            "#!/bin/sh\n# Written by cargo xtask reliability: stops or starts the throwaway PostgreSQL.\n\
+             set -e\ncd {}\ncase \"$1\" in\n  stop) {stop} ;;\n  start) {start} ;;\n  \
+             *) echo \"usage: $0 stop|start\" >&2; exit 2 ;;\nesac\n",
+            shell_quote(self.state_dir.as_os_str())
+        ))
+    }
+
     /// Whether a postmaster is running on our data directory (`pg_ctl status`).
     fn is_running(&self) -> Result<bool> {
         let data_dir = self.data_dir();
@@ -245,6 +294,8 @@ impl Cluster {
 pub struct Database {
     url: String,
     started: Option<Cluster>,
+    /// The throwaway cluster (started here or reused); `None` with `DATABASE_URL`.
+    cluster: Option<Cluster>,
 }
 
 impl Database {
@@ -252,14 +303,24 @@ impl Database {
     pub fn provision(workspace: &Workspace) -> Result<Self> {
         if let Some(url) = workspace::database_url_from_env() {
             eprintln!("using DATABASE_URL from the environment");
-            return Ok(Self { url, started: None });
+            return Ok(Self {
+                url,
+                started: None,
+                cluster: None,
+            });
         }
         let cluster = Cluster::for_workspace(workspace)?;
         let (url, started) = cluster.start()?;
         Ok(Self {
             url,
             started: started.then_some(cluster),
+            cluster: Some(Cluster::for_workspace(workspace)?),
         })
+    }
+
+    /// The throwaway cluster, unless `DATABASE_URL` named another server.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The application database's URL.
@@ -288,6 +349,23 @@ impl Drop for Database {
             }
         }
     }
+}
+
+/// (Re)creates the empty database `name` on the server at `server_url`; returns its URL.
+pub fn scratch_database(server_url: &str, name: &str) -> Result<String> {
+    drop_database(server_url, name)?;
+    psql(server_url, &format!("CREATE DATABASE \"{name}\""))?;
+    with_database(server_url, name)
+}
+
+/// Drops database `name` (and any connections to it) on the server at `server_url`.
+pub fn drop_database(server_url: &str, name: &str) -> Result<()> {
+    psql(
+        server_url,
+        &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+    )
+    .map(drop)
+    .with_context(|| format!("could not drop the scratch database {name}"))
 }
 
 /// `url` with its database name replaced by `database` (query parameters are kept).

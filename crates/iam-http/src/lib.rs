@@ -13,6 +13,7 @@ pub mod client_ip;
 pub mod credentials;
 pub mod deadline;
 pub mod error;
+pub mod header_limit;
 pub mod health;
 pub mod idempotency;
 pub mod jwt;

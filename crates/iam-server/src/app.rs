@@ -19,7 +19,7 @@ use iam_http::jwt::TokenSigner;
 use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
 use iam_http::token_endpoints::TokenIssuer;
-use iam_http::{AppState, HttpAdapters, request_id};
+use iam_http::{AppState, HttpAdapters, header_limit, request_id};
 use iam_postgres::{PgStore, UsageBuffer};
 
 use crate::config::Config;
@@ -154,6 +154,7 @@ pub fn build<C: Clock + Clone>(
             .app_data(authenticator.clone())
             .app_data(proxies.clone())
             .app_data(deadline.clone())
+            .wrap(from_fn(header_limit::middleware))
             .wrap(from_fn(request_id::middleware))
             .configure(iam_http::configure::<Deployment<C>>)
     })

@@ -594,3 +594,34 @@ async fn a_failure_between_create_and_record_cannot_make_a_retry_create_twice() 
     assert_eq!(again.json()["clientSecret"], retry.json()["clientSecret"]);
     assert_eq!(count().await, 1, "created exactly once");
 }
+
+#[tokio::test]
+async fn headers_over_16_kib_are_refused_with_431_in_the_envelope() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let padding = "a".repeat(iam_http::header_limit::MAX_HEADER_BYTES);
+    let refused = server
+        .call(
+            Method::GET,
+            BASE,
+            Some(&admin),
+            None,
+            &[("x-padding", &padding)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(refused.reasons(), [("HEADERS_TOO_LARGE".to_owned(), None)]);
+    assert!(refused.header("x-request-id").is_some());
+    // Just under the limit (with the token and the client's own headers) is served.
+    let fits = "a".repeat(iam_http::header_limit::MAX_HEADER_BYTES - 2048);
+    let answered = server
+        .call(
+            Method::GET,
+            BASE,
+            Some(&admin),
+            None,
+            &[("x-padding", &fits)],
+        )
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
+}

@@ -32,8 +32,9 @@ const ERROR_BODY_PREVIEW: usize = 200;
 pub struct Request {
     method: &'static str,
     path: String,
-    bearer: Option<String>,
-    json: Option<String>,
+    headers: Vec<(String, String)>,
+    /// Content type and bytes.
+    body: Option<(&'static str, Vec<u8>)>,
 }
 
 impl Request {
@@ -47,55 +48,78 @@ impl Request {
         Self::new("POST", path.into())
     }
 
+    /// A `PATCH` of `path`.
+    pub fn patch(path: impl Into<String>) -> Self {
+        Self::new("PATCH", path.into())
+    }
+
+    /// A `DELETE` of `path`.
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new("DELETE", path.into())
+    }
+
     fn new(method: &'static str, path: String) -> Self {
         Self {
             method,
             path,
-            bearer: None,
-            json: None,
+            headers: Vec::new(),
+            body: None,
         }
     }
 
     /// Adds `Authorization: Bearer <token>`.
-    pub fn bearer(mut self, token: &str) -> Self {
-        self.bearer = Some(token.to_owned());
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("Authorization", format!("Bearer {token}"))
+    }
+
+    /// Adds header `name: value`.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
         self
     }
 
     /// Sends `body` as `application/json`.
-    pub fn json(mut self, body: impl Into<String>) -> Self {
-        self.json = Some(body.into());
+    pub fn json(self, body: impl Into<String>) -> Self {
+        self.body("application/json", body.into().into_bytes())
+    }
+
+    /// Sends `body` (any bytes) as `content_type`.
+    pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
+        self.body = Some((content_type, body));
         self
     }
 
     /// The request's bytes for a server at `addr` (a keep-alive request).
     pub fn render(&self, addr: SocketAddr) -> Vec<u8> {
         let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cargo-xtask-bench\r\n\
+            "{} {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: iam-harness\r\n\
              Connection: keep-alive\r\n",
             self.method, self.path
         );
-        if let Some(token) = &self.bearer {
-            let _ = write!(head, "Authorization: Bearer {token}\r\n");
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
         }
-        if self.json.is_some() {
-            head.push_str("Content-Type: application/json\r\n");
+        if let Some((content_type, _)) = &self.body {
+            let _ = write!(head, "Content-Type: {content_type}\r\n");
         }
-        let body = self.json.as_deref().unwrap_or_default();
-        if self.json.is_some() || self.method != "GET" {
+        let body = self.body.as_ref().map_or(&[][..], |(_, body)| body);
+        if self.body.is_some() || self.method != "GET" {
             let _ = write!(head, "Content-Length: {}\r\n", body.len());
         }
         head.push_str("\r\n");
-        head.push_str(body);
-        head.into_bytes()
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
     }
 }
 
-/// A response's status and body.
+/// A response's status, headers and body.
 #[derive(Debug)]
 pub struct Response {
     /// The status code.
     pub status: u16,
+    /// The headers, names in lower case.
+    pub headers: Vec<(String, String)>,
     body: Vec<u8>,
     /// Whether the connection may be used for another request.
     keep_alive: bool,
@@ -105,6 +129,19 @@ impl Response {
     /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -189,6 +226,7 @@ fn read_response(reader: &mut impl BufRead, line: &mut String) -> io::Result<Res
     let mut keep_alive = http_11;
     let mut content_length = None;
     let mut chunked = false;
+    let mut headers = Vec::new();
     loop {
         next_line(reader, line)?;
         let header = line.trim_end();
@@ -199,6 +237,7 @@ fn read_response(reader: &mut impl BufRead, line: &mut String) -> io::Result<Res
             .split_once(':')
             .ok_or_else(|| invalid(format!("malformed header line {header:?}")))?;
         let value = value.trim();
+        headers.push((name.to_ascii_lowercase(), value.to_owned()));
         if name.eq_ignore_ascii_case("content-length") {
             let length = value
                 .parse::<usize>()
@@ -231,6 +270,7 @@ fn read_response(reader: &mut impl BufRead, line: &mut String) -> io::Result<Res
     };
     Ok(Response {
         status,
+        headers,
         body,
         keep_alive,
     })
@@ -455,6 +495,7 @@ mod tests {
         assert_eq!(response.text(), "{\"a\":1}");
         assert!(response.keep_alive);
         assert!(response.is_success());
+        assert_eq!(response.header("x-a"), Some("b"));
     }
 
     #[test]
@@ -483,7 +524,7 @@ mod tests {
         let request = Request::post("/x").bearer("t").json("{}").render(addr);
         assert_eq!(
             String::from_utf8(request).unwrap(),
-            "POST /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: cargo-xtask-bench\r\n\
+            "POST /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: iam-harness\r\n\
              Connection: keep-alive\r\nAuthorization: Bearer t\r\n\
              Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
         );

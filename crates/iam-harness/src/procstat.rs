@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::process::run_quiet;
 
 /// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status`.
-pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|line| {
         line.strip_prefix(field)?
@@ -19,30 +19,37 @@ pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
+/// How many files (sockets included) process `pid` has open: the entries of
+/// `/proc/<pid>/fd`.
+pub fn open_files(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// Where the CPU time went during a scenario, in percent.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct CpuUse {
+pub struct CpuUse {
     /// The server process, of one CPU.
-    pub(crate) server: Option<f64>,
+    pub server: Option<f64>,
     /// Every `postgres` process on the machine, of one CPU.
-    pub(crate) postgres: Option<f64>,
+    pub postgres: Option<f64>,
     /// Everything on the machine, of all CPUs.
-    pub(crate) machine: Option<f64>,
+    pub machine: Option<f64>,
 }
 
 /// CPU time counters at one moment (Linux `/proc`), in clock ticks.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CpuSnapshot {
+pub struct CpuSnapshot {
     /// All CPUs: (busy, total).
-    pub(crate) machine: Option<(u64, u64)>,
+    pub machine: Option<(u64, u64)>,
     /// The server process.
-    pub(crate) server: Option<u64>,
+    pub server: Option<u64>,
     /// All `postgres` processes, including the exited backends their postmaster reaped.
-    pub(crate) postgres: Option<u64>,
+    pub postgres: Option<u64>,
 }
 
 impl CpuSnapshot {
-    pub(crate) fn take(server: Option<u32>) -> Self {
+    /// The counters now, with the server's if `server` names its process.
+    pub fn take(server: Option<u32>) -> Self {
         Self {
             machine: machine_ticks(),
             server: server.and_then(|pid| process_ticks(pid).map(|ticks| ticks.own)),
@@ -51,7 +58,7 @@ impl CpuSnapshot {
     }
 
     /// The CPU use between `before` and this snapshot, `elapsed` apart.
-    pub(crate) fn use_since(self, before: Self, elapsed: Duration, clk_tck: f64) -> CpuUse {
+    pub fn use_since(self, before: Self, elapsed: Duration, clk_tck: f64) -> CpuUse {
         let of_one_cpu = |now: Option<u64>, then: Option<u64>| {
             let ticks = now?.checked_sub(then?)?;
             Some(ticks_f64(ticks) / clk_tck / elapsed.as_secs_f64() * 100.0)
@@ -75,12 +82,13 @@ impl CpuSnapshot {
     clippy::cast_precision_loss,
     reason = "tick counts stay far below 2^53"
 )]
-pub(crate) fn ticks_f64(ticks: u64) -> f64 {
+/// Clock ticks as a float (exact below 2^53).
+pub fn ticks_f64(ticks: u64) -> f64 {
     ticks as f64
 }
 
 /// Busy and total ticks of all CPUs from the first line of `/proc/stat`.
-pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
+pub fn machine_ticks() -> Option<(u64, u64)> {
     let stat = fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()
@@ -98,19 +106,20 @@ pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
 
 /// One process's CPU time from `/proc/<pid>/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProcessTicks {
+pub struct ProcessTicks {
     /// utime + stime.
-    pub(crate) own: u64,
+    pub own: u64,
     /// cutime + cstime: the children it has waited for.
-    pub(crate) children: u64,
+    pub children: u64,
 }
 
-pub(crate) fn process_ticks(pid: u32) -> Option<ProcessTicks> {
+/// The CPU time of process `pid` (`/proc/<pid>/stat`).
+pub fn process_ticks(pid: u32) -> Option<ProcessTicks> {
     parse_process_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, t)| t)
 }
 
 /// The command name and CPU times of a `/proc/<pid>/stat` line.
-pub(crate) fn parse_process_stat(stat: &str) -> Option<(&str, ProcessTicks)> {
+pub fn parse_process_stat(stat: &str) -> Option<(&str, ProcessTicks)> {
     // The command name (field 2) is in parentheses and may contain spaces or parentheses.
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
@@ -139,7 +148,7 @@ pub(crate) fn parse_process_stat(stat: &str) -> Option<(&str, ProcessTicks)> {
 /// The CPU time of every `postgres` process on the machine, with the children each has
 /// reaped: a postmaster's reaped children are the backends of closed connections, so the
 /// sum keeps counting them after they exit.
-pub(crate) fn postgres_ticks() -> Option<u64> {
+pub fn postgres_ticks() -> Option<u64> {
     let mut total = 0;
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
@@ -160,7 +169,7 @@ pub(crate) fn postgres_ticks() -> Option<u64> {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on practically every Linux).
-pub(crate) fn clock_ticks_per_second() -> f64 {
+pub fn clock_ticks_per_second() -> f64 {
     run_quiet(Command::new("getconf").arg("CLK_TCK"))
         .ok()
         .and_then(|output| output.trim().parse::<u32>().ok())

@@ -18,25 +18,23 @@
     reason = "a command-line harness: results on stdout, progress on stderr"
 )]
 
-mod loadgen;
 mod measure;
-mod process;
-mod procstat;
 mod report;
-mod server;
+mod seed;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use iam_harness::loadgen::Request;
+use iam_harness::process::run_quiet;
+use iam_harness::procstat::{clock_ticks_per_second, status_kib};
+use iam_harness::server::Server;
 
-use crate::loadgen::Request;
 use crate::measure::{measure_http, measure_pgbench};
-use crate::process::run_quiet;
-use crate::procstat::{clock_ticks_per_second, status_kib};
 use crate::report::{Report, Row, Target};
-use crate::server::{Server, seed};
+use crate::seed::seed;
 
 /// `pgbench -i -s`: 10 → 1 000 000 rows in `pgbench_accounts`.
 pub(crate) const PGBENCH_SCALE: &str = "10";
@@ -55,9 +53,6 @@ pub(crate) const FILLER_ACCOUNTS: usize = 1000;
 pub(crate) const WARM_UP: Duration = Duration::from_secs(2);
 /// How often the server's RSS is sampled under load.
 pub(crate) const RSS_INTERVAL: Duration = Duration::from_millis(100);
-/// How long the server may take to report ready, and to stop after SIGTERM.
-pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
-pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// More failed requests than this share makes the measurement invalid.
 pub(crate) const MAX_ERROR_RATIO: f64 = 0.01;
 /// SPEC §7: the server's RSS under load.
@@ -95,14 +90,15 @@ fn main() -> Result<()> {
 /// Runs every scenario and prints the report.
 fn run(load: Load, harness: &Harness) -> Result<()> {
     let server = Server::new(
-        harness,
-        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, free_port()?)),
-    );
+        &harness.server_bin,
+        &harness.server_database_url,
+        &harness.work_dir,
+        None,
+    )?
+    .env("IAM_DB_MAX_CONNECTIONS", &harness.pool_size);
     progress("preparing the server's database (migrate, directory apply, token mint)");
-    run_quiet(&mut server.command(&["migrate"]))?;
-    let directory = harness.directory.display().to_string();
-    run_quiet(&mut server.command(&["directory", "apply", &directory, "--actor", "iam-bench"]))?;
-    let token = server.admin_token()?;
+    server.prepare_database(&harness.directory, "iam-bench")?;
+    let token = server.token(TENANT, "bench", ADMIN_ROLE)?;
     progress(&format!("pgbench -i -s {PGBENCH_SCALE}"));
     run_quiet(
         Command::new(&harness.pgbench)
@@ -235,13 +231,6 @@ fn positive(name: &str, raw: &str) -> Result<u64> {
         Ok(value) if value > 0 => Ok(value),
         _ => bail!("`{name}` needs a whole number of at least 1, not `{raw}`"),
     }
-}
-
-/// A free TCP port on 127.0.0.1 for the server.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .context("could not find a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// A progress line on stderr (stdout is kept for the results).

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 
-use crate::loadgen::{self, LoadReport, Request};
-use crate::process::run_quiet;
-use crate::procstat::{CpuSnapshot, CpuUse, status_kib};
-use crate::server::RunningServer;
 use crate::{Load, PGBENCH_THREADS, RSS_INTERVAL, WARM_UP};
+use iam_harness::loadgen::{self, LoadReport, Request};
+use iam_harness::process::run_quiet;
+use iam_harness::procstat::{CpuSnapshot, CpuUse, status_kib};
+use iam_harness::server::RunningServer;
 
 /// What `pgbench -S` measured.
 #[derive(Debug)]

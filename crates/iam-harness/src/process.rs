@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, bail};
 
 /// A command line for messages.
-pub(crate) fn display(cmd: &Command) -> String {
+pub fn display(cmd: &Command) -> String {
     let mut line = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         line.push(' ');
@@ -15,7 +15,10 @@ pub(crate) fn display(cmd: &Command) -> String {
 }
 
 /// Runs `cmd` to success and returns its stdout; its stderr is shown only on failure.
-pub(crate) fn run_quiet(cmd: &mut Command) -> Result<String> {
+///
+/// # Errors
+/// When it cannot be started, fails, or prints non-UTF-8.
+pub fn run_quiet(cmd: &mut Command) -> Result<String> {
     let output = cmd
         .stdin(Stdio::null())
         .output()
@@ -30,9 +33,4 @@ pub(crate) fn run_quiet(cmd: &mut Command) -> Result<String> {
     }
     String::from_utf8(output.stdout)
         .with_context(|| format!("`{}` printed non-UTF-8", display(cmd)))
-}
-
-/// Runs `cmd` to success and returns its stdout.
-pub(crate) fn stdout_of(cmd: &mut Command) -> Result<String> {
-    run_quiet(cmd)
 }
