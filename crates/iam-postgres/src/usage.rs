@@ -142,6 +142,18 @@ impl UsageBuffer {
         Ok(updated)
     }
 
+    /// [`Self::flush`], given up after `deadline` (the database stalls or hangs): the entries
+    /// go back to the buffer and the answer is `Unavailable`.
+    ///
+    /// # Errors
+    /// As [`Self::flush`], and `Unavailable` when the deadline passes.
+    pub async fn flush_within(&self, deadline: Duration) -> Result<usize, StoreError> {
+        match tokio::time::timeout(deadline, self.flush()).await {
+            Ok(flushed) => flushed,
+            Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
+        }
+    }
+
     async fn write(&self, entries: &Pending) -> Result<usize, StoreError> {
         // In uid order, so that concurrent flushes (of several instances) tend to lock the
         // rows in the same order. A deadlock is still possible in principle; Postgres then
@@ -170,7 +182,7 @@ impl UsageBuffer {
     /// Spawns a task (on the current tokio runtime) that flushes every `every`; a failed
     /// flush is logged (`warn`) and retried at the next tick. Abort the returned handle to
     /// stop it, then [`flush`](Self::flush) once more.
-    pub fn spawn_flusher(&self, every: Duration) -> JoinHandle<()> {
+    pub fn spawn_flusher(&self, every: Duration, deadline: Duration) -> JoinHandle<()> {
         let buffer = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
@@ -179,7 +191,7 @@ impl UsageBuffer {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                if let Err(e) = buffer.flush().await {
+                if let Err(e) = buffer.flush_within(deadline).await {
                     let cause = std::error::Error::source(&e).map(ToString::to_string);
                     tracing::warn!(
                         error = %e,

@@ -58,19 +58,29 @@ pub struct Built {
     pub server: actix_web::dev::Server,
     usage: UsageBuffer,
     flusher: tokio::task::JoinHandle<()>,
+    /// The request deadline, which also bounds each flush.
+    deadline: Duration,
 }
 
 impl Built {
     /// After the server stopped: stops the periodic flusher (an interrupted flush puts its
-    /// records back) and writes every pending last-use record. Returns how many were written.
+    /// records back) and writes every pending last-use record, within the request deadline (a
+    /// hung database must not keep the process from exiting). Returns how many were written.
     ///
     /// # Errors
-    /// When the final write fails.
+    /// When the final write fails or does not finish in time.
     pub async fn flush_usage(self) -> Result<usize, iam_domain::ports::StoreError> {
         self.flusher.abort();
         // The task was aborted: its (cancelled) result says nothing worth reporting.
         let _ = self.flusher.await;
-        self.usage.flush().await
+        let flushed = self.usage.flush_within(self.deadline).await;
+        if flushed.is_err() {
+            tracing::warn!(
+                lost = self.usage.pending(),
+                "last-use records could not be written before exit"
+            );
+        }
+        flushed
     }
 }
 
@@ -90,7 +100,7 @@ pub fn build<C: Clock + Clone>(
     let verifier = Arc::new(keys::verifier(config, &verification_keys)?);
     let store = PgStore::connect(&config.pg()?)?;
     let usage = UsageBuffer::new(store.clone());
-    let flusher = usage.spawn_flusher(USAGE_FLUSH_INTERVAL);
+    let flusher = usage.spawn_flusher(USAGE_FLUSH_INTERVAL, config.request_timeout);
     spawn_purges(store.clone(), clock.clone());
 
     let admin = ServiceAccountAdmin::<Deployment<C>>::new(
@@ -166,6 +176,7 @@ pub fn build<C: Clock + Clone>(
         server: server.listen(listener)?.run(),
         usage,
         flusher,
+        deadline: config.request_timeout,
     })
 }
 

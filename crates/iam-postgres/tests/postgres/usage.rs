@@ -137,7 +137,7 @@ async fn a_failed_flush_keeps_the_entries_merged_with_newer_uses() {
 async fn the_flusher_writes_pending_uses_periodically() {
     let (_db, store, a, _) = with_credentials().await;
     let buffer = UsageBuffer::new(store.clone());
-    let flusher = buffer.spawn_flusher(StdDuration::from_millis(20));
+    let flusher = buffer.spawn_flusher(StdDuration::from_millis(20), StdDuration::from_secs(5));
     buffer.record_use(a.uid, t0(), ip(4));
     let started = Instant::now();
     while last_use(&store, "cred-a").await.0.is_none() {
@@ -151,4 +151,37 @@ async fn the_flusher_writes_pending_uses_periodically() {
     assert_eq!(last_use(&store, "cred-a").await, (Some(t0()), ip(4)));
     flusher.abort();
     assert!(flusher.await.unwrap_err().is_cancelled());
+}
+
+#[tokio::test]
+async fn a_flush_that_stalls_is_given_up_at_its_deadline_and_keeps_its_entries() {
+    let (db, store, a, _) = with_credentials().await;
+    let buffer = UsageBuffer::new(store.clone());
+    buffer.record_use(a.uid, t0(), ip(1));
+    let mut locker = db.connection().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE credentials IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let stalled = buffer.flush_within(StdDuration::from_millis(300)).await;
+    assert!(
+        matches!(stalled, Err(StoreError::Unavailable(_))),
+        "{stalled:?}"
+    );
+    assert!(
+        started.elapsed() < StdDuration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(buffer.pending(), 1, "the entry goes back to the buffer");
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        buffer
+            .flush_within(StdDuration::from_secs(5))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(last_use(&store, "cred-a").await, (Some(t0()), ip(1)));
 }

@@ -20,7 +20,7 @@ use anyhow::Result;
 use iam_harness::json_string;
 use iam_harness::loadgen::{Connection, Request, Response};
 
-use crate::fixture::{ACCOUNTS, Fixture, TOKEN, account_request};
+use crate::fixture::{ACCOUNTS, Fixture, TOKEN, account_request, signal};
 use crate::outcome::{Outcome, ms};
 use crate::restart::lost_accounts;
 use crate::traffic::{Mix, Sample, Traffic, concurrently, exchange, once};
@@ -370,6 +370,32 @@ pub(crate) fn sigterm(fixture: &Fixture, _pace: Pace) -> Result<Outcome> {
         "the last use of a credential first used just before SIGTERM is written",
         recorded == 1,
         "",
+    );
+
+    // SIGTERM while the database hangs: the last-use records cannot be written, and the
+    // process must not wait for them beyond the request deadline.
+    let hung = fixture.server(&[
+        ("IAM_SHUTDOWN_TIMEOUT_SECS", "10"),
+        ("IAM_REQUEST_TIMEOUT", "2s"),
+    ])?;
+    let mut running = Fixture::start(&hung)?;
+    let (minted, _) = once(
+        hung.addr,
+        &Request::post(TOKEN).json(client.mint_body.clone()),
+        epoch,
+    );
+    let frozen = fixture.server_backends()?;
+    signal("STOP", &frozen)?;
+    let exit = running.terminate_within(SHUTDOWN + Duration::from_secs(5));
+    signal("CONT", &frozen)?;
+    outcome.count(&[minted]);
+    outcome.check(
+        "with the database frozen at SIGTERM, the process still exits 0 within the shutdown timeout",
+        minted.ok() && !frozen.is_empty() && exit.as_ref().is_ok_and(|(status, took)| status.success() && *took <= SHUTDOWN),
+        match exit {
+            Ok((status, took)) => format!("{} backends frozen; {status} after {}", frozen.len(), ms(took)),
+            Err(err) => format!("{err:#}"),
+        },
     );
     Ok(outcome)
 }
