@@ -100,19 +100,7 @@ impl Cluster {
             return Ok(false);
         }
         if self.is_running()? {
-            let data_dir = self.data_dir();
-            let mut pg_ctl = self.tools.as_owner(
-                "pg_ctl",
-                [
-                    "stop".as_ref(),
-                    "--silent".as_ref(),
-                    "--wait".as_ref(),
-                    "--mode=fast".as_ref(),
-                    "-D".as_ref(),
-                    data_dir.as_os_str(),
-                ],
-            );
-            run_to_stderr(pg_ctl.current_dir(&self.state_dir))
+            run_to_stderr(self.pg_ctl_stop().current_dir(&self.state_dir))
                 .context("could not stop the throwaway PostgreSQL")?;
         }
         fs::remove_dir_all(&self.state_dir)
@@ -124,9 +112,6 @@ impl Cluster {
     /// (`sh SCRIPT start`, on the same port) the running cluster, as its owner: for
     /// `cargo xtask reliability`, which restarts PostgreSQL under load.
     pub fn control_script(&self) -> Result<String> {
-        let data_dir = self.data_dir();
-        let log_file = self.log_file();
-        let port_option = OsString::from(format!("-p {}", self.port()?));
         let line = |cmd: Command| {
             let mut line = shell_quote(cmd.get_program());
             for arg in cmd.get_args() {
@@ -135,7 +120,20 @@ impl Cluster {
             }
             line
         };
-        let stop = line(self.tools.as_owner(
+        let stop = line(self.pg_ctl_stop());
+        let start = line(self.pg_ctl_start(self.port()?));
+        Ok(format!(
+            "#!/bin/sh\n# Written by cargo xtask reliability: stops or starts the throwaway PostgreSQL.\n\
+             set -e\ncd {}\ncase \"$1\" in\n  stop) {stop} ;;\n  start) {start} ;;\n  \
+             *) echo \"usage: $0 stop|start\" >&2; exit 2 ;;\nesac\n",
+            shell_quote(self.state_dir.as_os_str())
+        ))
+    }
+
+    /// `pg_ctl stop --mode=fast` of the cluster, as its owner.
+    fn pg_ctl_stop(&self) -> Command {
+        let data_dir = self.data_dir();
+        self.tools.as_owner(
             "pg_ctl",
             [
                 "stop".as_ref(),
@@ -145,8 +143,14 @@ impl Cluster {
                 "-D".as_ref(),
                 data_dir.as_os_str(),
             ],
-        ));
-        let start = line(self.tools.as_owner(
+        )
+    }
+
+    /// `pg_ctl start` of the cluster on `port`, logging to its log file, as its owner.
+    fn pg_ctl_start(&self, port: u16) -> Command {
+        let (data_dir, log_file) = (self.data_dir(), self.log_file());
+        let port_option = OsString::from(format!("-p {port}"));
+        self.tools.as_owner(
             "pg_ctl",
             [
                 "start".as_ref(),
@@ -160,13 +164,7 @@ impl Cluster {
                 "-o".as_ref(),
                 port_option.as_os_str(),
             ],
-        ));
-        Ok(format!(
-            "#!/bin/sh\n# Written by cargo xtask reliability: stops or starts the throwaway PostgreSQL.\n\
-             set -e\ncd {}\ncase \"$1\" in\n  stop) {stop} ;;\n  start) {start} ;;\n  \
-             *) echo \"usage: $0 stop|start\" >&2; exit 2 ;;\nesac\n",
-            shell_quote(self.state_dir.as_os_str())
-        ))
+        )
     }
 
     /// Whether a postmaster is running on our data directory (`pg_ctl status`).
@@ -250,28 +248,11 @@ impl Cluster {
 
     /// Starts the server on a free port, retrying if the port got taken meanwhile.
     fn launch(&self) -> Result<()> {
-        let data_dir = self.data_dir();
         let log_file = self.log_file();
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port()?;
             let log_start = fs::metadata(&log_file).map_or(0, |meta| meta.len());
-            let port_option = OsString::from(format!("-p {port}"));
-            let mut pg_ctl = self.tools.as_owner(
-                "pg_ctl",
-                [
-                    "start".as_ref(),
-                    "--silent".as_ref(),
-                    "--wait".as_ref(),
-                    "--timeout=60".as_ref(),
-                    "-D".as_ref(),
-                    data_dir.as_os_str(),
-                    "-l".as_ref(),
-                    log_file.as_os_str(),
-                    "-o".as_ref(),
-                    port_option.as_os_str(),
-                ],
-            );
-            if run_to_stderr(pg_ctl.current_dir(&self.state_dir)).is_ok() {
+            if run_to_stderr(self.pg_ctl_start(port).current_dir(&self.state_dir)).is_ok() {
                 return Ok(());
             }
             let log = read_from(&log_file, log_start).unwrap_or_default();

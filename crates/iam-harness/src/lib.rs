@@ -23,6 +23,11 @@ pub mod process;
 pub mod procstat;
 pub mod server;
 
+/// A progress line on stderr (stdout is kept for results and reports).
+pub fn progress(message: &str) {
+    eprintln!("==> {message}");
+}
+
 /// The string `field` of a JSON object.
 pub fn json_string(json: &str, field: &str) -> Option<String> {
     serde_json::from_str::<serde_json::Value>(json).ok()?[field]

@@ -14,8 +14,7 @@
 
 #![expect(
     clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "a command-line harness: results on stdout, progress on stderr"
+    reason = "a command-line harness: results on stdout (progress goes to stderr)"
 )]
 
 mod measure;
@@ -30,6 +29,7 @@ use anyhow::{Context as _, Result, bail};
 use iam_harness::loadgen::Request;
 use iam_harness::process::run_quiet;
 use iam_harness::procstat::{clock_ticks_per_second, status_kib};
+pub(crate) use iam_harness::progress;
 use iam_harness::server::Server;
 
 use crate::measure::{measure_http, measure_pgbench};
@@ -231,11 +231,6 @@ fn positive(name: &str, raw: &str) -> Result<u64> {
         Ok(value) if value > 0 => Ok(value),
         _ => bail!("`{name}` needs a whole number of at least 1, not `{raw}`"),
     }
-}
-
-/// A progress line on stderr (stdout is kept for the results).
-pub(crate) fn progress(message: &str) {
-    eprintln!("==> {message}");
 }
 
 #[cfg(test)]

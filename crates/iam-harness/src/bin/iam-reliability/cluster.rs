@@ -15,7 +15,7 @@ use iam_harness::loadgen::{Request, Response};
 use crate::Pace;
 use crate::fixture::{ACCOUNTS, Fixture, TOKEN};
 use crate::outcome::Outcome;
-use crate::traffic::{Sample, once};
+use crate::traffic::{Sample, once, spread};
 
 const INTROSPECT: &str = "/v1/regions/global/auth/introspect";
 const REVOKE: &str = "/v1/regions/global/auth/revoke";
@@ -189,32 +189,6 @@ pub(crate) fn run(fixture: &Fixture, pace: Pace) -> Result<Outcome> {
     );
     outcome.count(&samples);
     Ok(outcome)
-}
-
-/// Sends `requests` at once, alternating between `addrs`.
-fn spread(
-    addrs: &[std::net::SocketAddr],
-    requests: &[Request],
-    epoch: Instant,
-) -> Vec<(Sample, Option<Response>)> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = requests
-            .iter()
-            .enumerate()
-            .map(|(n, request)| {
-                let addr = addrs[n % addrs.len()];
-                scope.spawn(move || once(addr, request, epoch))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| unreachable!("a client panicked"))
-            })
-            .collect()
-    })
 }
 
 fn call(

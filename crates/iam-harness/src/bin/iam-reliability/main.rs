@@ -37,6 +37,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+pub(crate) use iam_harness::progress;
 
 use crate::fixture::Fixture;
 use crate::outcome::{Outcome, render};
@@ -216,11 +217,6 @@ fn parse(args: &[&str]) -> Result<Args> {
         }
     }
     Ok(parsed)
-}
-
-/// A progress line on stderr (stdout is kept for the report).
-pub(crate) fn progress(message: &str) {
-    eprintln!("==> {message}");
 }
 
 #[cfg(test)]

@@ -163,27 +163,11 @@ pub(crate) fn pool_exhaustion(fixture: &Fixture, pace: Pace) -> Result<Outcome> 
     outcome.count(&stalled);
     outcome.count(&starved);
     check_deadline(&mut outcome, "holding the connections", &stalled);
-    let improper: Vec<&Sample> = starved
-        .iter()
-        .filter(|s| !s.proper_503 || s.latency > CHECKOUT + LEEWAY)
-        .collect();
-    outcome.check(
-        format!(
-            "the requests left without a connection get a proper 503 within the checkout \
-             timeout ({} + {})",
-            ms(CHECKOUT),
-            ms(LEEWAY)
-        ),
-        improper.is_empty() && !starved.is_empty(),
-        if improper.is_empty() {
-            format!(
-                "{} requests, slowest {}",
-                starved.len(),
-                ms(starved.iter().map(|s| s.latency).max().unwrap_or_default())
-            )
-        } else {
-            describe_first(&improper)
-        },
+    check_503_within(
+        &mut outcome,
+        "the requests left without a connection get a proper 503 within the checkout timeout",
+        CHECKOUT,
+        &starved,
     );
     lock.wait()?;
     let fault_end = epoch.elapsed();
@@ -201,25 +185,31 @@ pub(crate) fn pool_exhaustion(fixture: &Fixture, pace: Pace) -> Result<Outcome> 
 
 /// Every sample is a proper 503 answered by the deadline.
 fn check_deadline(outcome: &mut Outcome, how: &str, samples: &[Sample]) {
-    let late: Vec<&Sample> = samples
+    check_503_within(
+        outcome,
+        &format!("requests stalled {how} get a proper 503 by the deadline"),
+        DEADLINE,
+        samples,
+    );
+}
+
+/// Every one of `samples` (at least one) is a proper 503 answered within `bound` (+ leeway).
+fn check_503_within(outcome: &mut Outcome, what: &str, bound: Duration, samples: &[Sample]) {
+    let wrong: Vec<&Sample> = samples
         .iter()
-        .filter(|s| !s.proper_503 || s.latency > DEADLINE + LEEWAY)
+        .filter(|s| !s.proper_503 || s.latency > bound + LEEWAY)
         .collect();
     outcome.check(
-        format!(
-            "requests stalled {how} get a proper 503 by the deadline ({} + {})",
-            ms(DEADLINE),
-            ms(LEEWAY)
-        ),
-        late.is_empty() && !samples.is_empty(),
-        if late.is_empty() {
+        format!("{what} ({} + {})", ms(bound), ms(LEEWAY)),
+        wrong.is_empty() && !samples.is_empty(),
+        if wrong.is_empty() {
             format!(
                 "{} requests, slowest {}",
                 samples.len(),
                 ms(samples.iter().map(|s| s.latency).max().unwrap_or_default())
             )
         } else {
-            describe_first(&late)
+            describe_first(&wrong)
         },
     );
 }

@@ -92,10 +92,23 @@ pub(crate) fn concurrently(
     requests: &[Request],
     epoch: Instant,
 ) -> Vec<(Sample, Option<Response>)> {
+    spread(&[addr], requests, epoch)
+}
+
+/// As [`concurrently`], the requests going to `addrs` in turn.
+pub(crate) fn spread(
+    addrs: &[SocketAddr],
+    requests: &[Request],
+    epoch: Instant,
+) -> Vec<(Sample, Option<Response>)> {
     thread::scope(|scope| {
         let handles: Vec<_> = requests
             .iter()
-            .map(|request| scope.spawn(move || once(addr, request, epoch)))
+            .enumerate()
+            .map(|(n, request)| {
+                let addr = addrs[n % addrs.len()];
+                scope.spawn(move || once(addr, request, epoch))
+            })
             .collect();
         handles
             .into_iter()
