@@ -12,6 +12,7 @@
 
 mod bench;
 mod ci;
+mod deploy;
 mod dev;
 mod postgres;
 mod process;
@@ -39,6 +40,8 @@ Commands:
   bench      Measure iam-server (release) next to pgbench -S on the same PostgreSQL
   reliability  Run the fault scenarios (PostgreSQL restart, stalls, kill -9,
              SIGTERM, two instances, hostile clients, soak) against iam-server
+  deploy-check  Render deploy/kubernetes with kubectl kustomize and validate it
+             (kubernetes-validate --strict, Kubernetes 1.30)
   schema     Regenerate crates/iam-postgres/src/schema.rs from the migrations
   db start   Start (or reuse) the throwaway PostgreSQL and print its DATABASE_URL
   db url     Print the DATABASE_URL of the running throwaway PostgreSQL
@@ -81,6 +84,8 @@ Runs the CI checks, stopping at the first failure:
   schema drift     migrate a fresh database and compare `diesel print-schema` with
                    crates/iam-postgres/src/schema.rs (fix: cargo xtask schema)
   test             cargo test --workspace --locked, with DATABASE_URL set
+  deploy check     cargo xtask deploy-check: render and validate the Kubernetes
+                   manifests (kubernetes-validate --strict, Kubernetes 1.30)
   reliability      cargo xtask reliability --fast: the fault scenarios against
                    the release server (builds it; about 4 minutes on 2 cores)
 
@@ -154,6 +159,19 @@ Options:
   --only NAMES    Run only these scenarios (comma-separated)
 ";
 
+const DEPLOY_CHECK_HELP: &str = "\
+Usage: cargo xtask deploy-check
+
+Renders the Kubernetes manifests with `kubectl kustomize` (deploy/kubernetes/base
+and deploy/kubernetes/overlays/production, which includes the monitoring
+component) into <target>/deploy-check/, and validates every object with
+`kubernetes-validate --strict` against Kubernetes 1.30 (its schemas ship with it:
+no cluster and no network needed). kubernetes-validate (pinned) is installed on
+first use into a virtualenv in ~/.cache/iam-xtask (IAM_XTASK_CACHE overrides);
+kubectl must be installed. Custom resources (the ServiceMonitor) have no schema
+and are reported as such, not failed.
+";
+
 const SCHEMA_HELP: &str = "\
 Usage: cargo xtask schema
 
@@ -216,6 +234,7 @@ fn run() -> Result<()> {
         ["reliability", options @ ..] => {
             reliability::run_reliability(&Workspace::locate()?, options)
         }
+        ["deploy-check"] => deploy::check(&Workspace::locate()?),
         ["schema"] => schema::regenerate(&Workspace::locate()?),
         ["db", "start"] => db_start(&Workspace::locate()?),
         ["db", "url"] => db_url(&Workspace::locate()?),
@@ -236,6 +255,7 @@ fn help(topic: &[&str]) -> Result<()> {
         Some(&"ci") => CI_HELP,
         Some(&"bench") => BENCH_HELP,
         Some(&"reliability") => RELIABILITY_HELP,
+        Some(&"deploy-check") => DEPLOY_CHECK_HELP,
         Some(&"schema") => SCHEMA_HELP,
         Some(&"db") => DB_HELP,
         Some(other) => bail!("unknown command `{other}`; run `cargo xtask --help`"),

@@ -17,6 +17,7 @@ pub mod header_limit;
 pub mod health;
 pub mod idempotency;
 pub mod jwt;
+pub mod metrics;
 pub mod oauth_form;
 pub mod openapi;
 pub mod page_token;
@@ -109,6 +110,7 @@ pub fn routes<A: HttpAdapters>() -> Vec<Route> {
         Route::new("/readyz", "GET, HEAD", |r| {
             read_only(r, health::readyz::<A>)
         }),
+        Route::new("/metrics", "GET, HEAD", |r| read_only(r, metrics::metrics)),
         Route::new("/openapi.json", "GET, HEAD", |r| {
             read_only(r, openapi::serve)
         }),

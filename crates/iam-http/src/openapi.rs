@@ -35,6 +35,7 @@ use crate::{credentials, health, service_accounts, token_endpoints};
         token_endpoints::metadata,
         health::healthz,
         health::readyz,
+        crate::metrics::metrics,
         serve,
     ),
     components(schemas(
@@ -220,6 +221,6 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 18);
+        assert_eq!(operations, 19);
     }
 }

@@ -1,4 +1,4 @@
-//! Request ids and the request log line.
+//! Request ids, the request log line, and the request metrics.
 //!
 //! Every response carries `X-Request-Id`: a valid incoming id (1–128 characters of
 //! `[A-Za-z0-9._:-]`) is echoed, anything else is replaced by a fresh one. Each request runs
@@ -11,8 +11,10 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest};
+use actix_web::{Error, HttpMessage, HttpRequest, web};
 use tracing::Instrument as _;
+
+use crate::metrics::{Method, Metrics};
 
 /// The `X-Request-Id` header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,8 +40,8 @@ fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Middleware: assigns the request id, opens the request span, logs one line per request and
-/// sets `X-Request-Id` on the response.
+/// Middleware: assigns the request id, opens the request span, logs one line per request,
+/// counts it in the [`Metrics`] (when registered) and sets `X-Request-Id` on the response.
 ///
 /// # Errors
 /// Passes through errors of the wrapped service.
@@ -65,13 +67,19 @@ pub async fn middleware(
         tenant = tracing::field::Empty,
         principal = tracing::field::Empty,
     );
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let method = Method::from(req.method());
     let started = Instant::now();
     let mut response = next.call(req).instrument(span.clone()).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     let status = response.status().as_u16();
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    if let Some(metrics) = metrics {
+        metrics.observe_request(method, &route, status, elapsed);
+    }
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status, latency_us = micros, "request completed"));
     Ok(response)
 }

@@ -18,11 +18,11 @@ use zeroize::Zeroizing;
 
 use crate::body::{self, Fields, Presence};
 use crate::caller::{Authenticator, Caller};
-use crate::client_ip;
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
 use crate::jwt::{AccessClaims, Audience, TokenSigner, VerificationKey};
 use crate::oauth_form::{oauth_error, oauth_request};
 use crate::{AppState, HttpAdapters};
+use crate::{client_ip, metrics};
 
 /// Signs grants and describes this issuer.
 pub struct TokenIssuer {
@@ -199,11 +199,12 @@ pub async fn mint<A: HttpAdapters>(
         )]));
     }
     let ip = client_ip::of(&req);
-    match state
+    let minted = state
         .tokens
         .mint(&client_id, &client_secret, &narrowing, ip)
-        .await
-    {
+        .await;
+    metrics::record_mint(&req, &minted);
+    match minted {
         Ok(grant) => token_response(&state, &grant),
         Err(MintError::Throttled { retry_after }) => Err(ApiError::too_many_requests(retry_after)),
         Err(MintError::InvalidClient) => Err(ApiError::invalid_client()),
@@ -241,11 +242,12 @@ pub async fn oauth2_token<A: HttpAdapters>(
         Err(refusal) => return Ok(refusal.response()),
     };
     let ip = client_ip::of(&req);
-    match state
+    let minted = state
         .tokens
         .mint(&client_id, &client_secret, &narrowing, ip)
-        .await
-    {
+        .await;
+    metrics::record_mint(&req, &minted);
+    match minted {
         Ok(grant) => token_response(&state, &grant),
         Err(MintError::Throttled { retry_after }) => Ok(oauth_error(
             StatusCode::TOO_MANY_REQUESTS,

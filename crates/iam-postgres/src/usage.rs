@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::{Array, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
@@ -56,6 +56,8 @@ pub struct UsageBuffer {
 struct Inner {
     store: PgStore,
     pending: Mutex<Pending>,
+    /// When a flush last completed (wrote its entries, or found none).
+    flushed: Mutex<Instant>,
 }
 
 impl Inner {
@@ -111,8 +113,27 @@ impl UsageBuffer {
             inner: Arc::new(Inner {
                 store,
                 pending: Mutex::new(HashMap::new()),
+                flushed: Mutex::new(Instant::now()),
             }),
         }
+    }
+
+    /// How long ago a flush last completed (wrote its entries, or found none): the lag of
+    /// the last-use records, for metrics.
+    pub fn since_last_flush(&self) -> Duration {
+        self.inner
+            .flushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    fn flushed_now(&self) {
+        *self
+            .inner
+            .flushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 
     /// How many credentials have a use not yet written.
@@ -130,6 +151,7 @@ impl UsageBuffer {
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let entries = std::mem::take(&mut *self.inner.pending());
         if entries.is_empty() {
+            self.flushed_now();
             return Ok(0);
         }
         let batch = Batch {
@@ -139,6 +161,7 @@ impl UsageBuffer {
         };
         let updated = self.write(&batch.entries).await?;
         batch.written();
+        self.flushed_now();
         Ok(updated)
     }
 

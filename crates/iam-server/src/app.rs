@@ -16,6 +16,7 @@ use iam_http::caller::{Authenticator, LivenessCheck};
 use iam_http::client_ip::TrustedProxies;
 use iam_http::deadline::RequestDeadline;
 use iam_http::jwt::TokenSigner;
+use iam_http::metrics::{Metrics, PoolState};
 use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
 use iam_http::token_endpoints::TokenIssuer;
@@ -143,6 +144,7 @@ pub fn build<C: Clock + Clone>(
         &config.public_url,
         &verification_keys,
     );
+    let store_for_metrics = store.clone();
     let state = web::Data::new(AppState {
         admin,
         credentials,
@@ -150,13 +152,14 @@ pub fn build<C: Clock + Clone>(
         issuer,
         sealer: ResponseSealer::from_pepper(&pepper),
         idempotency: store.clone(),
-        readiness: store,
+        readiness: store.clone(),
         page_tokens: PageTokenCodec::new(key.derive_secret("iam/page-tokens/v1")),
     });
     let liveness: Arc<dyn LivenessCheck> = state.clone().into_inner();
     let authenticator = web::Data::new(Authenticator::new(verifier, Arc::new(clock), liveness));
     let proxies = web::Data::new(TrustedProxies(config.trusted_proxies.clone()));
     let deadline = web::Data::new(RequestDeadline(config.request_timeout));
+    let metrics = web::Data::new(metrics(&store_for_metrics, &usage));
 
     let mut server = HttpServer::new(move || {
         App::new()
@@ -164,6 +167,7 @@ pub fn build<C: Clock + Clone>(
             .app_data(authenticator.clone())
             .app_data(proxies.clone())
             .app_data(deadline.clone())
+            .app_data(metrics.clone())
             .wrap(from_fn(header_limit::middleware))
             .wrap(from_fn(request_id::middleware))
             .configure(iam_http::configure::<Deployment<C>>)
@@ -178,6 +182,21 @@ pub fn build<C: Clock + Clone>(
         flusher,
         deadline: config.request_timeout,
     })
+}
+
+/// The metrics, with the pool and the last-use buffer read at each scrape.
+fn metrics(store: &PgStore, usage: &UsageBuffer) -> Metrics {
+    let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
+    let (store, usage) = (store.clone(), usage.clone());
+    metrics.on_scrape(move |metrics| {
+        let pool = store.pool().status();
+        metrics.set_pool(PoolState::in_use, pool.size.saturating_sub(pool.available));
+        metrics.set_pool(PoolState::idle, pool.available);
+        metrics.set_pool(PoolState::max, pool.max_size);
+        metrics.set_pool(PoolState::waiting, pool.waiting);
+        metrics.set_usage(usage.pending(), usage.since_last_flush());
+    });
+    metrics
 }
 
 fn spawn_purges<C: Clock>(store: PgStore, clock: C) {

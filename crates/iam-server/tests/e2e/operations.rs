@@ -225,3 +225,134 @@ async fn a_stalled_database_answers_503_within_the_request_deadline() {
         started.elapsed()
     );
 }
+
+/// SPEC §8: `/metrics` in the Prometheus (`OpenMetrics`) text format, route templates and
+/// bounded values as labels — never an id, however many are requested.
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_with_bounded_labels() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    for n in 0..20 {
+        let id = format!("sa-metrics-{n}");
+        server.create_sa(&admin, &id).await;
+        assert_eq!(
+            server.get(&format!("{BASE}/{id}"), &admin).await.status,
+            StatusCode::OK
+        );
+        let missing = server.get(&format!("{BASE}/sa-missing-{n}"), &admin).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        let unrouted = server
+            .call(Method::GET, &format!("/nowhere/{n}"), None, None, &[])
+            .await;
+        assert_eq!(unrouted.status, StatusCode::NOT_FOUND);
+    }
+    let refused = server
+        .call(
+            Method::POST,
+            "/v1/regions/global/auth/token",
+            None,
+            Some(&serde_json::json!({
+                "grant_type": "client_credentials",
+                "client_id": "nobody@acme.iam",
+                "client_secret": "wrong",
+            })),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+
+    let scrape = server.call(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    assert!(
+        scrape
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        scrape.header("content-type")
+    );
+    let text = &scrape.text;
+    let route = "/v1/regions/global/iam/service-accounts/{id}";
+    for line in [
+        format!(r#"http_requests_total{{method="GET",route="{route}",status="200"}} 20"#),
+        format!(r#"http_requests_total{{method="GET",route="{route}",status="404"}} 20"#),
+        r#"http_requests_total{method="GET",route="unmatched",status="404"} 20"#.to_owned(),
+        format!(r#"http_request_duration_seconds_count{{method="GET",route="{route}"}} 40"#),
+        r#"iam_token_mints_total{outcome="invalid_client"} 1"#.to_owned(),
+        r#"iam_db_pool_connections{state="max"} 4"#.to_owned(),
+        format!(
+            r#"iam_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    assert!(text.contains("iam_usage_flush_lag_seconds "), "{text}");
+    assert!(
+        !text.contains("sa-metrics") && !text.contains("sa-missing") && !text.contains("nowhere")
+    );
+    // 60 requests to distinct ids and paths, a handful of series.
+    let request_series = text
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .count();
+    assert!(request_series <= 6, "{request_series} series:\n{text}");
+}
+
+/// The Grafana dashboard (`deploy/grafana/iam.json`) queries only series a real scrape has.
+#[tokio::test]
+async fn every_metric_the_grafana_dashboard_queries_exists_in_a_scrape() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    server.create_sa(&admin, "sa-dashboard").await;
+    let mint = serde_json::json!({"grant_type": "client_credentials", "client_id": "x", "client_secret": "y"});
+    server
+        .call(
+            Method::POST,
+            "/v1/regions/global/auth/token",
+            None,
+            Some(&mint),
+            &[],
+        )
+        .await;
+    let scrape = server
+        .call(Method::GET, "/metrics", None, None, &[])
+        .await
+        .text;
+
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/iam.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    let names: std::collections::BTreeSet<&str> = exprs
+        .iter()
+        .flat_map(|expr| expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')))
+        .filter(|token| token.starts_with("http_") || token.starts_with("iam_"))
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let present = scrape.lines().any(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        });
+        assert!(
+            present,
+            "the dashboard queries {name}, which the scrape lacks:\n{scrape}"
+        );
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, exprs: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match value {
+                    serde_json::Value::String(expr) if key == "expr" => exprs.push(expr.clone()),
+                    other => collect_exprs(other, exprs),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| collect_exprs(item, exprs)),
+        _ => {}
+    }
+}
