@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use crate::postgres::Database;
 use crate::process::{self, run, stdout_of};
 use crate::workspace::Workspace;
-use crate::{deploy, reliability, schema};
+use crate::{deny, deploy, image, reliability, schema};
 
 /// Crates the domain crate must not depend on (it stays free of infrastructure).
 const FORBIDDEN_IN_DOMAIN: [&str; 6] = ["diesel", "actix", "tokio", "deadpool", "reqwest", "hyper"];
@@ -50,6 +50,7 @@ pub fn run_all(workspace: &Workspace) -> Result<()> {
         .env("RUSTDOCFLAGS", "-D warnings");
         run(echo(&mut doc))
     })?;
+    step("supply chain", || deny::check(workspace))?;
     step("deploy check", || deploy::check(workspace))?;
     let database = step("postgres", || Database::provision(workspace))?;
     step("schema drift", || schema::check(workspace, database.url()))?;
@@ -62,6 +63,9 @@ pub fn run_all(workspace: &Workspace) -> Result<()> {
     step("reliability (fast)", || {
         reliability::build(workspace)?;
         reliability::run_on(workspace, &database, &["--fast"])
+    })?;
+    step("image (smoke)", || {
+        image::run_image(workspace, &["--smoke"])
     })?;
     drop(database);
     println!("==> ci passed in {}", Seconds(started.elapsed()));

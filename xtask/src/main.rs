@@ -12,8 +12,10 @@
 
 mod bench;
 mod ci;
+mod deny;
 mod deploy;
 mod dev;
+mod image;
 mod postgres;
 mod process;
 mod reliability;
@@ -36,10 +38,13 @@ Usage: cargo xtask <COMMAND>
 Commands:
   dev        Run iam-server locally with a throwaway database, the example
              directory and an admin token
-  ci         Run the CI checks: fmt, dependency rule, clippy, schema drift, tests
+  ci         Run the CI checks: fmt, dependency rule, clippy, docs, supply chain,
+             manifests, schema drift, tests, fault scenarios, image smoke test
   bench      Measure iam-server (release) next to pgbench -S on the same PostgreSQL
   reliability  Run the fault scenarios (PostgreSQL restart, stalls, kill -9,
              SIGTERM, two instances, hostile clients, soak) against iam-server
+  image      Build the container image (deploy/Dockerfile) with podman;
+             --smoke runs it against the throwaway PostgreSQL
   deploy-check  Render deploy/kubernetes with kubectl kustomize and validate it
              (kubernetes-validate --strict, Kubernetes 1.30)
   schema     Regenerate crates/iam-postgres/src/schema.rs from the migrations
@@ -80,18 +85,24 @@ Runs the CI checks, stopping at the first failure:
                    deadpool*, reqwest* or hyper* crates (cargo tree)
   clippy           cargo clippy --workspace --all-targets --locked -- -D warnings
   docs             RUSTDOCFLAGS=-D warnings cargo doc --workspace --no-deps --all-features
+  supply chain     cargo deny check licenses bans sources (deny.toml; cargo-deny
+                   0.20.2 installed on first use into ~/.cache/iam-xtask)
+  deploy check     cargo xtask deploy-check: render and validate the Kubernetes
+                   manifests (kubernetes-validate --strict, Kubernetes 1.30)
   postgres         start (or reuse) the throwaway PostgreSQL, unless DATABASE_URL is set
   schema drift     migrate a fresh database and compare `diesel print-schema` with
                    crates/iam-postgres/src/schema.rs (fix: cargo xtask schema)
   test             cargo test --workspace --locked, with DATABASE_URL set
-  deploy check     cargo xtask deploy-check: render and validate the Kubernetes
-                   manifests (kubernetes-validate --strict, Kubernetes 1.30)
   reliability      cargo xtask reliability --fast: the fault scenarios against
                    the release server (builds it; about 4 minutes on 2 cores)
+  image (smoke)    cargo xtask image --smoke: the container image, built with
+                   podman and run against the throwaway PostgreSQL (installs
+                   podman and the musl target if missing; about 4 minutes)
 
 A throwaway PostgreSQL started by ci is stopped again at the end, pass or fail.
-diesel_cli is installed on first use into ~/.cache/iam-xtask (override:
-IAM_XTASK_CACHE), outside the clone, so later clones reuse it.
+diesel_cli, cargo-deny and the kubernetes-validate virtualenv are installed on
+first use into ~/.cache/iam-xtask (override: IAM_XTASK_CACHE), outside the clone,
+so later clones reuse them.
 ";
 
 const BENCH_HELP: &str = "\
@@ -157,6 +168,26 @@ Options:
   --fast          The form cargo xtask ci runs: shorter phases, 1-minute soak
   --soak MINUTES  Length of the soak (default 10; 1 with --fast)
   --only NAMES    Run only these scenarios (comma-separated)
+";
+
+const IMAGE_HELP: &str = "\
+Usage: cargo xtask image [--smoke]
+
+Builds the container image localhost/iam-server:<version> from deploy/Dockerfile:
+  1. a static release build of iam-server for x86_64-unknown-linux-musl
+     (`rustup target add` first if needed);
+  2. podman (installed with apt-get, with runc, if missing), configured by
+     files written to <target>/image/: runc, the cgroupfs manager, lowered
+     nofile/nproc limits, the vfs storage driver (image storage in
+     <target>/image/storage), host networking;
+  3. podman build with only the binary in the context (FROM scratch: nothing
+     is pulled), and a check that it runs as 65532:65532.
+With --smoke, on a scratch database (iam_image_smoke) of the throwaway
+PostgreSQL (or DATABASE_URL's server), reached as `localhost`: the image runs
+migrate, directory apply and serve (production mode, read-only root, a key and
+pepper generated for the test); /readyz must answer 200, a service account's
+client secret must mint a token, and `podman stop` (SIGTERM) must end it with
+exit code 0 within 5 s.
 ";
 
 const DEPLOY_CHECK_HELP: &str = "\
@@ -235,6 +266,7 @@ fn run() -> Result<()> {
             reliability::run_reliability(&Workspace::locate()?, options)
         }
         ["deploy-check"] => deploy::check(&Workspace::locate()?),
+        ["image", options @ ..] => image::run_image(&Workspace::locate()?, options),
         ["schema"] => schema::regenerate(&Workspace::locate()?),
         ["db", "start"] => db_start(&Workspace::locate()?),
         ["db", "url"] => db_url(&Workspace::locate()?),
@@ -256,6 +288,7 @@ fn help(topic: &[&str]) -> Result<()> {
         Some(&"bench") => BENCH_HELP,
         Some(&"reliability") => RELIABILITY_HELP,
         Some(&"deploy-check") => DEPLOY_CHECK_HELP,
+        Some(&"image") => IMAGE_HELP,
         Some(&"schema") => SCHEMA_HELP,
         Some(&"db") => DB_HELP,
         Some(other) => bail!("unknown command `{other}`; run `cargo xtask --help`"),
