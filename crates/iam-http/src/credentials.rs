@@ -1,5 +1,5 @@
 //! The four credential routes under
-//! `/v1/regions/global/iam/service-accounts/{saId}/credentials`.
+//! `/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials`.
 //!
 //! The client secret appears in exactly one place: the 201 body of create (and its sealed
 //! idempotency record). Every other representation omits it.
@@ -31,8 +31,9 @@ use crate::{AppState, HttpAdapters};
 /// A credential as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Credential)]
 pub struct CredentialView<'a> {
-    /// `/v1/regions/global/iam/service-accounts/{saId}/credentials/{id}`.
+    /// `/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials/{id}`.
     pub self_link: String,
     /// Server-made UUID v4.
     pub uid: Uuid,
@@ -143,9 +144,9 @@ const LIST_PARAMS: &[&str] = &["pageSize", "pageToken", "offset", "status"];
 
 /// List a service account's credentials (never with secrets). Non-admins get 404.
 #[utoipa::path(
-    get, path = "/v1/regions/global/iam/service-accounts/{saId}/credentials", tag = "Credentials",
+    get, path = "/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials", operation_id = "listServiceAccountCredentials", tag = "serviceaccounts",
     params(
-        ("saId" = String, Path, description = "Service account id."),
+        ("serviceAccountId" = String, Path, description = "Service account id."),
         ("status" = Option<CredentialStatusSchema>, Query, description = "Only this status (at the time of the request)."),
         ("pageSize" = Option<u16>, Query, description = "1-500, default 50.", minimum = 1, maximum = 500),
         ("pageToken" = Option<String>, Query, description = "Cursor mode: the previous page's nextPageToken."),
@@ -156,7 +157,7 @@ const LIST_PARAMS: &[&str] = &["pageSize", "pageToken", "offset", "status"];
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn list<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -208,9 +209,9 @@ pub async fn list<A: HttpAdapters>(
 
 /// Create a client secret for a service account; the secret is in this response only.
 #[utoipa::path(
-    post, path = "/v1/regions/global/iam/service-accounts/{saId}/credentials", tag = "Credentials",
+    post, path = "/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials", operation_id = "createServiceAccountCredential", tag = "serviceaccounts",
     params(
-        ("saId" = String, Path, description = "Service account id."),
+        ("serviceAccountId" = String, Path, description = "Service account id."),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h (without using another slot)."),
     ),
     request_body(content = Option<CreateCredentialBody>),
@@ -221,7 +222,7 @@ pub async fn list<A: HttpAdapters>(
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn create<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -304,16 +305,16 @@ fn parse_create(
 
 /// Get one credential (never with its secret). Non-admins get 404.
 #[utoipa::path(
-    get, path = "/v1/regions/global/iam/service-accounts/{saId}/credentials/{id}", tag = "Credentials",
+    get, path = "/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials/{id}", operation_id = "getServiceAccountCredential", tag = "serviceaccounts",
     params(
-        ("saId" = String, Path, description = "Service account id."),
+        ("serviceAccountId" = String, Path, description = "Service account id."),
         ("id" = String, Path, description = "Credential id."),
     ),
     responses(
         (status = 200, body = CredentialView),
         (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn get<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -327,16 +328,16 @@ pub async fn get<A: HttpAdapters>(
 
 /// Delete a credential; its secret stops working at once. Non-admins get 404.
 #[utoipa::path(
-    delete, path = "/v1/regions/global/iam/service-accounts/{saId}/credentials/{id}", tag = "Credentials",
+    delete, path = "/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials/{id}", operation_id = "deleteServiceAccountCredential", tag = "serviceaccounts",
     params(
-        ("saId" = String, Path, description = "Service account id."),
+        ("serviceAccountId" = String, Path, description = "Service account id."),
         ("id" = String, Path, description = "Credential id."),
     ),
     responses(
         (status = 204, description = "Deleted."),
         (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn delete<A: HttpAdapters>(
     state: web::Data<AppState<A>>,

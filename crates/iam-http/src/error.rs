@@ -68,6 +68,7 @@ pub struct ErrorBody {
 
 /// `{"error": …}` — the body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorEnvelope {
     /// The error.
     pub error: ErrorBody,

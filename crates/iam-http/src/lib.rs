@@ -123,14 +123,14 @@ pub fn routes<A: HttpAdapters>() -> Vec<Route> {
                 .route(web::delete().to(sa::delete::<A>))
         }),
         Route::new(
-            format!("{base}/{{saId}}/credentials"),
+            format!("{base}/{{serviceAccountId}}/credentials"),
             "GET, HEAD, POST",
             |r| {
                 read_only(r, credentials::list::<A>).route(web::post().to(credentials::create::<A>))
             },
         ),
         Route::new(
-            format!("{base}/{{saId}}/credentials/{{id}}"),
+            format!("{base}/{{serviceAccountId}}/credentials/{{id}}"),
             "GET, HEAD, DELETE",
             |r| {
                 read_only(r, credentials::get::<A>)

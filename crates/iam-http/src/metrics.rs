@@ -307,7 +307,7 @@ pub fn record_mint<T>(req: &HttpRequest, result: &Result<T, MintError>) {
 
 /// `GET /metrics`.
 #[utoipa::path(
-    get, path = "/metrics", tag = "Operations",
+    get, path = "/metrics", operation_id = "getMetrics", tag = "Operations",
     responses((status = 200, content_type = "application/openmetrics-text",
         description = "Prometheus metrics (OpenMetrics text format); unauthenticated like the probes."))
 )]

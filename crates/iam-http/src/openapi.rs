@@ -54,8 +54,7 @@ use crate::{credentials, health, service_accounts, token_endpoints};
     )),
     modifiers(&Conventions),
     tags(
-        (name = "ServiceAccounts", description = "Machine principals of an organization."),
-        (name = "Credentials", description = "Client secrets of a service account."),
+        (name = "serviceaccounts", description = "Service accounts (machine principals of an organization) and their client secrets, as in the published k0rdent API."),
         (name = "Auth", description = "Tokens for service accounts (client credentials)."),
     )
 )]
@@ -67,7 +66,7 @@ impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "bearer",
+            "bearerAuth",
             SecurityScheme::Http(
                 Http::builder()
                     .scheme(HttpAuthScheme::Bearer)
@@ -101,7 +100,7 @@ impl Modify for Conventions {
 /// The document as JSON.
 /// The `OpenAPI` 3.1 document of this service.
 #[utoipa::path(
-    get, path = "/openapi.json", tag = "Operations",
+    get, path = "/openapi.json", operation_id = "getOpenApiDocument", tag = "Operations",
     responses((status = 200, description = "The OpenAPI 3.1 document.", content_type = "application/json"))
 )]
 pub async fn serve() -> actix_web::HttpResponse {
@@ -140,10 +139,10 @@ enum Limit {
 /// Which schema properties the domain constrains: the lengths and patterns come from the
 /// domain's constants, never from literals repeated here.
 const LIMITS: &[(&str, &str, Limit)] = &[
-    ("ServiceAccountView", "id", Limit::ResourceId),
-    ("ServiceAccountView", "displayName", Limit::DisplayName),
-    ("ServiceAccountView", "description", Limit::Description),
-    ("ServiceAccountView", "roles", Limit::Roles),
+    ("ServiceAccount", "id", Limit::ResourceId),
+    ("ServiceAccount", "displayName", Limit::DisplayName),
+    ("ServiceAccount", "description", Limit::Description),
+    ("ServiceAccount", "roles", Limit::Roles),
     ("CreateServiceAccountBody", "id", Limit::ResourceId),
     (
         "CreateServiceAccountBody",

@@ -37,6 +37,7 @@ pub const BASE_PATH: &str = "/v1/regions/global/iam/service-accounts";
 /// A service account as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ServiceAccount)]
 pub struct ServiceAccountView {
     /// `/v1/regions/global/iam/service-accounts/{id}`.
     pub self_link: String,
@@ -235,7 +236,7 @@ fn parse_roles(fields: &mut Fields, raw: Vec<(usize, String)>) -> Vec<RoleSlug> 
 
 /// List service accounts of the caller's tenant (tenant administrators only).
 #[utoipa::path(
-    get, path = "/v1/regions/global/iam/service-accounts", tag = "ServiceAccounts",
+    get, path = "/v1/regions/global/iam/service-accounts", operation_id = "listServiceAccounts", tag = "serviceaccounts",
     params(
         ("scope" = Option<ScopeSchema>, Query, description = "Only this scope."),
         ("scopeId" = Option<String>, Query, description = "Only this scope target."),
@@ -249,7 +250,7 @@ fn parse_roles(fields: &mut Fields, raw: Vec<(usize, String)>) -> Vec<RoleSlug> 
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn list<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -297,7 +298,7 @@ pub async fn list<A: HttpAdapters>(
 
 /// Create a service account in the caller's tenant (tenant administrators only).
 #[utoipa::path(
-    post, path = "/v1/regions/global/iam/service-accounts", tag = "ServiceAccounts",
+    post, path = "/v1/regions/global/iam/service-accounts", operation_id = "createServiceAccount", tag = "serviceaccounts",
     request_body = CreateServiceAccountBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h.")),
     responses(
@@ -306,7 +307,7 @@ pub async fn list<A: HttpAdapters>(
         (status = 403, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn create<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -393,13 +394,13 @@ fn parse_create(
 
 /// Get one service account. Non-admins get 404, exactly as for a missing id.
 #[utoipa::path(
-    get, path = "/v1/regions/global/iam/service-accounts/{id}", tag = "ServiceAccounts",
+    get, path = "/v1/regions/global/iam/service-accounts/{id}", operation_id = "getServiceAccount", tag = "serviceaccounts",
     params(("id" = String, Path, description = "Service account id.")),
     responses(
         (status = 200, body = ServiceAccountView, headers(("ETag" = String))),
         (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn get<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -412,7 +413,7 @@ pub async fn get<A: HttpAdapters>(
 
 /// Update display name, description, roles or status. Non-admins get 404.
 #[utoipa::path(
-    patch, path = "/v1/regions/global/iam/service-accounts/{id}", tag = "ServiceAccounts",
+    patch, path = "/v1/regions/global/iam/service-accounts/{id}", operation_id = "updateServiceAccount", tag = "serviceaccounts",
     params(
         ("id" = String, Path, description = "Service account id."),
         ("If-Match" = Option<String>, Header, description = "ETag of the version this change is based on."),
@@ -425,7 +426,7 @@ pub async fn get<A: HttpAdapters>(
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
         (status = 412, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn update<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -519,13 +520,13 @@ fn precondition(req: &HttpRequest) -> Precondition {
 
 /// Delete a service account and all its credentials. Non-admins get 404.
 #[utoipa::path(
-    delete, path = "/v1/regions/global/iam/service-accounts/{id}", tag = "ServiceAccounts",
+    delete, path = "/v1/regions/global/iam/service-accounts/{id}", operation_id = "deleteServiceAccount", tag = "serviceaccounts",
     params(("id" = String, Path, description = "Service account id.")),
     responses(
         (status = 204, description = "Deleted."),
         (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn delete<A: HttpAdapters>(
     state: web::Data<AppState<A>>,

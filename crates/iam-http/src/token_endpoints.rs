@@ -123,7 +123,7 @@ pub struct TokenRequestBody {
 
 /// Exchange a client id and secret for an access token (k0rdent JSON form).
 #[utoipa::path(
-    post, path = "/v1/regions/global/auth/token", tag = "Auth",
+    post, path = "/v1/regions/global/auth/token", operation_id = "mintToken", tag = "Auth",
     request_body = TokenRequestBody,
     responses(
         (status = 200, body = TokenResponse),
@@ -220,7 +220,7 @@ pub async fn mint<A: HttpAdapters>(
 
 /// OAuth2 client-credentials token endpoint (RFC 6749 §4.4) for standard client libraries.
 #[utoipa::path(
-    post, path = "/oauth2/token", tag = "Auth",
+    post, path = "/oauth2/token", operation_id = "oauth2Token", tag = "Auth",
     request_body(content_type = "application/x-www-form-urlencoded", content = String,
         description = "grant_type=client_credentials[&scope=role …][&client_id=…&client_secret=…]"),
     responses(
@@ -285,13 +285,13 @@ fn token_field(req: &HttpRequest, bytes: &[u8]) -> Result<String, ApiError> {
 
 /// Is a token active? Answers `{active: false}` only, or `{active: true, …claims}`.
 #[utoipa::path(
-    post, path = "/v1/regions/global/auth/introspect", tag = "Auth",
+    post, path = "/v1/regions/global/auth/introspect", operation_id = "introspectToken", tag = "Auth",
     request_body(content = serde_json::Value, description = "{\"token\": \"…\"}"),
     responses(
         (status = 200, description = "{active: false} or {active: true, …claims}"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn introspect(
     authenticator: web::Data<Authenticator>,
@@ -318,13 +318,13 @@ pub async fn introspect(
 
 /// Revoke a token (one's own, or, for a tenant admin, any of the tenant). Always 200.
 #[utoipa::path(
-    post, path = "/v1/regions/global/auth/revoke", tag = "Auth",
+    post, path = "/v1/regions/global/auth/revoke", operation_id = "revokeToken", tag = "Auth",
     request_body(content = serde_json::Value, description = "{\"token\": \"…\"}"),
     responses(
         (status = 200, description = "{revoked: true}"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
     ),
-    security(("bearer" = []))
+    security(("bearerAuth" = []))
 )]
 pub async fn revoke<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
@@ -342,7 +342,7 @@ pub async fn revoke<A: HttpAdapters>(
 }
 
 /// The public keys of this issuer (JWKS, RFC 7517).
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "Auth", responses((status = 200, description = "JWKS")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", operation_id = "getJwks", tag = "Auth", responses((status = 200, description = "JWKS")))]
 pub async fn jwks<A: HttpAdapters>(state: web::Data<AppState<A>>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((
@@ -354,7 +354,7 @@ pub async fn jwks<A: HttpAdapters>(state: web::Data<AppState<A>>) -> HttpRespons
 }
 
 /// OAuth 2.0 authorization server metadata (RFC 8414).
-#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "Auth", responses((status = 200, description = "RFC 8414 metadata")))]
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", operation_id = "getAuthorizationServerMetadata", tag = "Auth", responses((status = 200, description = "RFC 8414 metadata")))]
 pub async fn metadata<A: HttpAdapters>(state: web::Data<AppState<A>>) -> HttpResponse {
     let base = &state.issuer.public_url;
     HttpResponse::Ok().json(json!({

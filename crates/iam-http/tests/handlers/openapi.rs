@@ -48,7 +48,10 @@ async fn every_route_is_documented_and_every_documented_operation_is_routed() {
 
         // What is registered answers exactly as declared: an unserved method is 405 naming
         // the declared methods.
-        let concrete = route.path.replace("{id}", "x1").replace("{saId}", "sa-x");
+        let concrete = route
+            .path
+            .replace("{id}", "x1")
+            .replace("{serviceAccountId}", "sa-x");
         let answer = send(
             &app,
             TestRequest::default()
@@ -70,13 +73,13 @@ fn schema_limits_are_the_domains_constants() {
             .unwrap()
             .clone()
     };
-    for name in ["ServiceAccountView", "CreateServiceAccountBody"] {
+    for name in ["ServiceAccount", "CreateServiceAccountBody"] {
         let id = schema(name, "id");
         assert_eq!(id["maxLength"], resource_id::MAX_LEN);
         assert_eq!(id["pattern"], resource_id::PATTERN);
     }
     for name in [
-        "ServiceAccountView",
+        "ServiceAccount",
         "CreateServiceAccountBody",
         "PatchServiceAccountBody",
     ] {
