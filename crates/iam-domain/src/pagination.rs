@@ -12,6 +12,8 @@ pub struct PageSize(u16);
 impl PageSize {
     /// Largest allowed page.
     pub const MAX: u16 = 500;
+    /// The size when none is asked for.
+    pub const DEFAULT: u16 = 50;
 
     /// Parses a page size.
     ///
@@ -35,7 +37,7 @@ impl PageSize {
 
 impl Default for PageSize {
     fn default() -> Self {
-        Self(50)
+        Self(Self::DEFAULT)
     }
 }
 

@@ -129,7 +129,7 @@ pub struct CredentialList<'a> {
 
 /// Body of `POST …/credentials` (optional; documentation, parsed field by field).
 #[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents the request body in the OpenAPI document only"

@@ -92,8 +92,89 @@ impl Modify for Conventions {
                     Some(extensions) => extensions.merge(visibility),
                     None => operation.extensions = Some(visibility),
                 }
+                declare_common_answers(operation);
+                default_page_size(operation);
             }
         }
+    }
+}
+
+/// `pageSize` defaults to the domain's [`PageSize::DEFAULT`](iam_domain::PageSize::DEFAULT).
+fn default_page_size(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if parameter.name == "pageSize"
+            && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
+        {
+            schema.default = Some(serde_json::json!(iam_domain::PageSize::DEFAULT));
+        }
+    }
+}
+
+/// Declares the answers any operation can get from the server's common layers, where the
+/// operation does not declare them itself: 405 (with `Allow`: the route serves other
+/// methods), 500, 503 (with `Retry-After`: the database is unavailable or the request
+/// deadline passed), and for operations with a body 413 (over 64 KiB) and 415 (not JSON).
+fn declare_common_answers(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::response::ResponseBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+
+    let error = |description: &str, header: Option<(&str, Type, &str)>| {
+        let mut response = ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build(),
+        );
+        if let Some((name, kind, meaning)) = header {
+            response = response.header(
+                name,
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(kind))
+                    .description(Some(meaning))
+                    .build(),
+            );
+        }
+        RefOr::T(response.build())
+    };
+    let mut answers = vec![
+        (
+            "405",
+            error(
+                "The route does not serve this method.",
+                Some(("Allow", Type::String, "The methods the route serves.")),
+            ),
+        ),
+        (
+            "500",
+            error("An unexpected failure (the cause is logged).", None),
+        ),
+        (
+            "503",
+            error(
+                "The database is unavailable or the request deadline passed; retry.",
+                Some((
+                    "Retry-After",
+                    Type::Integer,
+                    "Seconds to wait before retrying.",
+                )),
+            ),
+        ),
+    ];
+    if operation.request_body.is_some() {
+        answers.push(("413", error("The body exceeds 64 KiB.", None)));
+        answers.push(("415", error("The body's media type is not accepted.", None)));
+    }
+    for (status, answer) in answers {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(answer);
     }
 }
 
@@ -155,6 +236,7 @@ const LIMITS: &[(&str, &str, Limit)] = &[
         Limit::Description,
     ),
     ("CreateServiceAccountBody", "roles", Limit::Roles),
+    ("CreateServiceAccountBody", "scopeId", Limit::ResourceId),
     ("PatchServiceAccountBody", "displayName", Limit::DisplayName),
     ("PatchServiceAccountBody", "description", Limit::Description),
     ("PatchServiceAccountBody", "roles", Limit::Roles),

@@ -135,9 +135,10 @@ pub struct ServiceAccountList {
     pub total: Option<u64>,
 }
 
-/// Body of `POST /service-accounts` (documentation; parsed field by field).
+/// Body of `POST /service-accounts` (documentation; parsed field by field). Unknown fields
+/// are refused (400 `UNKNOWN_FIELD`).
 #[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents the request body in the OpenAPI document only"
@@ -155,20 +156,23 @@ pub struct CreateServiceAccountBody {
     roles: Option<Vec<String>>,
 }
 
-/// Body of `PATCH /service-accounts/{id}` (documentation; parsed field by field).
+/// Body of `PATCH /service-accounts/{id}` (documentation; parsed field by field). Unknown and
+/// immutable fields are refused; only `description` may be `null`.
 #[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents the request body in the OpenAPI document only"
 )]
 pub struct PatchServiceAccountBody {
+    #[schema(nullable = false)]
     display_name: Option<String>,
     /// `null` or `""` clears it.
     description: Option<String>,
     /// Replaces the whole list; added roles must be in the catalog and held by the caller.
+    #[schema(nullable = false)]
     roles: Option<Vec<String>>,
-    #[schema(value_type = Option<StatusSchema>)]
+    #[schema(value_type = StatusSchema, required = false)]
     status: Option<String>,
 }
 

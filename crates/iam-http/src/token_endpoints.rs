@@ -106,6 +106,7 @@ fn token_response<A: HttpAdapters>(
 
 /// Body of the k0rdent token request (documentation; parsed field by field).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents the request body in the OpenAPI document only"

@@ -96,3 +96,112 @@ fn schema_limits_are_the_domains_constants() {
         assert_eq!(roles["items"]["pattern"], RoleSlug::PATTERN);
     }
 }
+
+#[test]
+fn names_are_the_published_documents_and_operation_ids_are_unique() {
+    let document = document();
+    let mut ids = Vec::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            ids.push(operation["operationId"].as_str().unwrap().to_owned());
+        }
+    }
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "duplicated operationIds: {ids:?}");
+    for published in [
+        "listServiceAccounts",
+        "createServiceAccount",
+        "getServiceAccount",
+        "updateServiceAccount",
+        "deleteServiceAccount",
+        "listServiceAccountCredentials",
+        "createServiceAccountCredential",
+        "getServiceAccountCredential",
+        "deleteServiceAccountCredential",
+        "mintToken",
+        "introspectToken",
+        "revokeToken",
+    ] {
+        assert!(ids.iter().any(|id| id == published), "{published} missing");
+    }
+    assert!(
+        document
+            .pointer("/components/securitySchemes/bearerAuth")
+            .is_some()
+    );
+    for schema in ["ServiceAccount", "Credential", "Error"] {
+        assert!(
+            document
+                .pointer(&format!("/components/schemas/{schema}"))
+                .is_some(),
+            "{schema}"
+        );
+    }
+}
+
+#[test]
+fn every_operation_declares_the_common_answers_and_bodies_are_closed() {
+    let document = document();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            for status in ["405", "500", "503"] {
+                assert!(
+                    responses.get(status).is_some(),
+                    "{method} {path}: no {status}"
+                );
+            }
+            // `/readyz` answers its own 503 (`{"status": "unavailable"}`, for probes).
+            if path != "/readyz" {
+                assert!(
+                    responses["503"]["headers"].get("Retry-After").is_some(),
+                    "{method} {path}"
+                );
+            }
+            assert!(
+                responses["405"]["headers"].get("Allow").is_some(),
+                "{method} {path}"
+            );
+            if operation.get("requestBody").is_some() {
+                for status in ["413", "415"] {
+                    assert!(
+                        responses.get(status).is_some(),
+                        "{method} {path}: no {status}"
+                    );
+                }
+            }
+        }
+    }
+    for body in [
+        "CreateServiceAccountBody",
+        "PatchServiceAccountBody",
+        "CreateCredentialBody",
+        "TokenRequestBody",
+    ] {
+        let schema = &document["components"]["schemas"][body];
+        assert_eq!(schema["additionalProperties"], false, "{body}");
+    }
+    // Only `description` may be null in a PATCH.
+    let patch = &document["components"]["schemas"]["PatchServiceAccountBody"]["properties"];
+    for field in ["displayName", "roles", "status"] {
+        assert!(
+            !patch[field].to_string().contains("null"),
+            "{field}: {}",
+            patch[field]
+        );
+    }
+    for list in [
+        "/v1/regions/global/iam/service-accounts",
+        "/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials",
+    ] {
+        let parameters = document["paths"][list]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let page_size = parameters.iter().find(|p| p["name"] == "pageSize").unwrap();
+        assert_eq!(
+            page_size["schema"]["default"],
+            iam_domain::PageSize::DEFAULT,
+            "{list}"
+        );
+    }
+}
