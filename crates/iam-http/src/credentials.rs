@@ -62,8 +62,23 @@ pub struct CredentialView<'a> {
     pub last_used_ip: Option<String>,
     /// Only in the response that creates the credential; store it, it is never shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub client_secret: Option<Shown<'a>>,
+}
+
+/// The 201 of a credential create: the credential with its client secret, shown this once.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CreatedCredential)]
+#[expect(
+    dead_code,
+    reason = "documents the 201 body in the OpenAPI document only"
+)]
+pub struct CreatedCredentialBody {
+    #[serde(flatten)]
+    credential: CredentialView<'static>,
+    /// `plt_cs_…`: store it, it is never shown again.
+    client_secret: String,
 }
 
 /// A secret being shown: the one place a plaintext secret is serialized.
@@ -216,7 +231,7 @@ pub async fn list<A: HttpAdapters>(
     ),
     request_body(content = Option<CreateCredentialBody>),
     responses(
-        (status = 201, body = CredentialView, headers(("Location" = String), ("Cache-Control" = String, description = "`no-store`: the body holds a secret."), ("Pragma" = String, description = "`no-cache`"))),
+        (status = 201, body = CreatedCredentialBody, headers(("Location" = String), ("Cache-Control" = String, description = "`no-store`: the body holds a secret."), ("Pragma" = String, description = "`no-cache`"))),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope, description = "The caller does not hold every role of the account."),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),

@@ -44,6 +44,7 @@ use crate::{credentials, health, service_accounts, token_endpoints};
         service_accounts::CreateServiceAccountBody,
         service_accounts::PatchServiceAccountBody,
         credentials::CredentialView,
+        credentials::CreatedCredentialBody,
         credentials::CredentialList,
         credentials::CreateCredentialBody,
         token_endpoints::TokenResponse,
