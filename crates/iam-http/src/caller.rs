@@ -52,6 +52,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// The audience the verifier accepts.
+    pub fn audience(&self) -> &str {
+        self.verifier.audience()
+    }
+
     /// An authenticator using `verifier`'s trusted keys, `clock` for `exp`/`nbf`, and
     /// `liveness` for revocation and service-account checks.
     pub fn new(

@@ -116,6 +116,11 @@ pub struct TokenVerifier {
 }
 
 impl TokenVerifier {
+    /// The audience every accepted token carries (among others, if its `aud` is a list).
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     /// A verifier that trusts no key yet and accepts tokens for `audience`.
     pub fn new(audience: impl Into<String>) -> Self {
         Self {

@@ -122,6 +122,82 @@ pub struct TokenRequestBody {
     scope_narrowing: Option<serde_json::Value>,
 }
 
+/// Body of introspection and revocation (documentation; parsed field by field).
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document only"
+)]
+pub struct TokenBody {
+    /// The token (a JWT).
+    #[schema(min_length = 1)]
+    token: String,
+}
+
+/// The answer of an introspection: an active token's claims, or only `active: false`.
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum Introspection {
+    /// Live: `active: true` and the token's claims.
+    Active(Box<ActiveToken>),
+    /// Not live (invalid, expired, revoked, of another tenant, or its account or credential
+    /// is gone or disabled).
+    Inactive(InactiveToken),
+}
+
+/// An active token's introspection.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the response in the OpenAPI document only"
+)]
+pub struct ActiveToken {
+    /// Always `true`.
+    active: bool,
+    sub: String,
+    iss: String,
+    /// The audience this service accepted the token for.
+    aud: String,
+    exp: i64,
+    iat: i64,
+    nbf: Option<i64>,
+    jti: String,
+    tenant_id: String,
+    #[schema(value_type = crate::service_accounts::ScopeSchema)]
+    scope: String,
+    scope_id: String,
+    roles: Vec<String>,
+    /// `user`, `api_key` or `service_account`.
+    principal_type: String,
+    /// The credential a service-account token was minted with.
+    credential_id: Option<String>,
+}
+
+/// A token that is not active.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "documents the response in the OpenAPI document only"
+)]
+pub struct InactiveToken {
+    /// Always `false`.
+    active: bool,
+}
+
+/// The answer of a revocation.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "documents the response in the OpenAPI document only"
+)]
+pub struct Revoked {
+    /// Always `true`.
+    revoked: bool,
+}
+
 /// Exchange a client id and secret for an access token (k0rdent JSON form).
 #[utoipa::path(
     post, path = "/v1/regions/global/auth/token", operation_id = "mintToken", tag = "Auth",
@@ -287,9 +363,9 @@ fn token_field(req: &HttpRequest, bytes: &[u8]) -> Result<String, ApiError> {
 /// Is a token active? Answers `{active: false}` only, or `{active: true, …claims}`.
 #[utoipa::path(
     post, path = "/v1/regions/global/auth/introspect", operation_id = "introspectToken", tag = "Auth",
-    request_body(content = serde_json::Value, description = "{\"token\": \"…\"}"),
+    request_body = TokenBody,
     responses(
-        (status = 200, description = "{active: false} or {active: true, …claims}"),
+        (status = 200, body = Introspection, description = "`{active: false}` for any token that is not live, else `{active: true, …claims}`."),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
     ),
     security(("bearerAuth" = []))
@@ -313,6 +389,9 @@ pub async fn introspect(
     let mut body = serde_json::to_value(&claims).map_err(|_| ApiError::internal())?;
     if let Some(map) = body.as_object_mut() {
         map.insert("active".into(), true.into());
+        // One string, as published: the audience this service accepted the token for (an
+        // external token may name several).
+        map.insert("aud".into(), authenticator.audience().into());
     }
     Ok(HttpResponse::Ok().json(body))
 }
@@ -320,9 +399,9 @@ pub async fn introspect(
 /// Revoke a token (one's own, or, for a tenant admin, any of the tenant). Always 200.
 #[utoipa::path(
     post, path = "/v1/regions/global/auth/revoke", operation_id = "revokeToken", tag = "Auth",
-    request_body(content = serde_json::Value, description = "{\"token\": \"…\"}"),
+    request_body = TokenBody,
     responses(
-        (status = 200, description = "{revoked: true}"),
+        (status = 200, body = Revoked, description = "Always `{revoked: true}`, whether or not anything was revoked."),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
     ),
     security(("bearerAuth" = []))

@@ -689,3 +689,16 @@ async fn failed_mints_are_throttled_and_a_throttled_caller_is_refused_whatever_i
         .await;
     assert_eq!(after.status, StatusCode::OK, "{}", after.text);
 }
+
+/// Introspection names the audience as one string, as published, also for a token whose
+/// `aud` lists several.
+#[tokio::test]
+async fn introspection_shows_the_accepted_audience_as_one_string() {
+    let server = TestServer::start().await;
+    let mut claims = server.admin_claims();
+    claims.aud = iam_http::jwt::Audience::Many(vec!["other".into(), "k0rdent".into()]);
+    let token = server.sign(&claims, None);
+    let introspected = introspect(&server, &token).await;
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["aud"], "k0rdent");
+}
