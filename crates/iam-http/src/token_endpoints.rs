@@ -112,14 +112,61 @@ fn token_response<A: HttpAdapters>(
     reason = "documents the request body in the OpenAPI document only"
 )]
 pub struct TokenRequestBody {
-    /// Must be `client_credentials`.
+    #[schema(value_type = GrantType)]
     grant_type: String,
     /// The service account's client id, `{id}@{orgSlug}.iam`.
     client_id: String,
     /// The client secret, `plt_cs_…`.
     client_secret: String,
-    /// Ask for less than the account has: `{scope?, scopeId?, roles?}`.
-    scope_narrowing: Option<serde_json::Value>,
+    /// Ask for less than the account has (`null`: as omitted).
+    scope_narrowing: Option<ScopeNarrowing>,
+}
+
+/// The one grant type served.
+#[derive(ToSchema)]
+pub enum GrantType {
+    /// OAuth 2.0 client credentials (RFC 6749 §4.4).
+    #[schema(rename = "client_credentials")]
+    ClientCredentials,
+}
+
+/// A narrower grant than the account's (every field optional; omitted: the account's own).
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document only"
+)]
+pub struct ScopeNarrowing {
+    /// `project` narrows an organization-scoped account to one of its projects.
+    #[schema(value_type = Option<crate::service_accounts::ScopeSchema>)]
+    scope: Option<String>,
+    /// The organization or project id.
+    scope_id: Option<String>,
+    /// A subset of the account's roles.
+    roles: Option<Vec<String>>,
+}
+
+/// The form of `POST /oauth2/token` (RFC 6749 §4.4; documentation, parsed field by field).
+/// The client authenticates with `Authorization: Basic` (`client_secret_basic`) or with
+/// `client_id` and `client_secret` in the form (`client_secret_post`), not both.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the request body in the OpenAPI document only"
+)]
+pub struct OAuthTokenForm {
+    #[schema(value_type = GrantType)]
+    grant_type: String,
+    /// Space-separated role slugs to narrow the grant to (optional).
+    #[schema(nullable = false)]
+    scope: Option<String>,
+    /// With `client_secret_post`.
+    #[schema(nullable = false)]
+    client_id: Option<String>,
+    /// With `client_secret_post`.
+    #[schema(nullable = false)]
+    client_secret: Option<String>,
 }
 
 /// Body of introspection and revocation (documentation; parsed field by field).
@@ -298,8 +345,7 @@ pub async fn mint<A: HttpAdapters>(
 /// OAuth2 client-credentials token endpoint (RFC 6749 §4.4) for standard client libraries.
 #[utoipa::path(
     post, path = "/oauth2/token", operation_id = "oauth2Token", tag = "Auth",
-    request_body(content_type = "application/x-www-form-urlencoded", content = String,
-        description = "grant_type=client_credentials[&scope=role …][&client_id=…&client_secret=…]"),
+    request_body(content_type = "application/x-www-form-urlencoded", content = OAuthTokenForm),
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, description = "RFC 6749 §5.2 error"),
