@@ -103,8 +103,86 @@ impl Modify for Conventions {
                 }
                 declare_common_answers(operation);
                 default_page_size(operation);
+                link_created(operation);
             }
         }
+    }
+}
+
+/// A link: its name, the operation it leads to, and that operation's parameters as runtime
+/// expressions.
+type Link = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// `OpenAPI` links from each create's 201 to what can be done with the created resource, so
+/// clients (and stateful testing) can walk accounts → credentials.
+fn link_created(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+
+    const ACCOUNT_ID: &str = "$response.body#/id";
+    let links: &[Link] = match operation.operation_id.as_deref() {
+        Some("createServiceAccount") => &[
+            (
+                "GetServiceAccount",
+                "getServiceAccount",
+                &[("id", ACCOUNT_ID)],
+            ),
+            (
+                "UpdateServiceAccount",
+                "updateServiceAccount",
+                &[("id", ACCOUNT_ID)],
+            ),
+            (
+                "DeleteServiceAccount",
+                "deleteServiceAccount",
+                &[("id", ACCOUNT_ID)],
+            ),
+            (
+                "ListServiceAccountCredentials",
+                "listServiceAccountCredentials",
+                &[("serviceAccountId", ACCOUNT_ID)],
+            ),
+            (
+                "CreateServiceAccountCredential",
+                "createServiceAccountCredential",
+                &[("serviceAccountId", ACCOUNT_ID)],
+            ),
+        ],
+        Some("createServiceAccountCredential") => &[
+            (
+                "GetServiceAccountCredential",
+                "getServiceAccountCredential",
+                &[
+                    ("serviceAccountId", "$response.body#/serviceAccountId"),
+                    ("id", "$response.body#/id"),
+                ],
+            ),
+            (
+                "DeleteServiceAccountCredential",
+                "deleteServiceAccountCredential",
+                &[
+                    ("serviceAccountId", "$response.body#/serviceAccountId"),
+                    ("id", "$response.body#/id"),
+                ],
+            ),
+        ],
+        _ => return,
+    };
+    let Some(RefOr::T(created)) = operation.responses.responses.get_mut("201") else {
+        return;
+    };
+    for (name, target, parameters) in links {
+        let mut link = LinkBuilder::new().operation_id(*target);
+        for (parameter, expression) in *parameters {
+            link = link.parameter(*parameter, *expression);
+        }
+        created
+            .links
+            .insert((*name).to_owned(), RefOr::T(link.build()));
     }
 }
 
@@ -210,7 +288,47 @@ pub fn json() -> String {
         }
     };
     apply_domain_limits(&mut document);
+    fix_link_keys(&mut document);
     document.to_string()
+}
+
+/// utoipa 5 serializes a link's `operationId` as `operation_id` (and `requestBody` as
+/// `request_body`); `OpenAPI` 3.1 spells them in camel case.
+fn fix_link_keys(document: &mut serde_json::Value) {
+    let Some(paths) = document
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses"))
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response
+            .get_mut("links")
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        for link in links
+            .values_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.to_owned(), value);
+                }
+            }
+        }
+    }
 }
 
 /// A string constraint of the domain.

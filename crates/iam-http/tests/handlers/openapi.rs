@@ -205,3 +205,36 @@ fn every_operation_declares_the_common_answers_and_bodies_are_closed() {
         );
     }
 }
+
+#[test]
+fn creates_link_to_what_can_be_done_with_the_created_resource() {
+    let document = document();
+    let mut ids = std::collections::BTreeSet::new();
+    for item in document["paths"].as_object().unwrap().values() {
+        for operation in item.as_object().unwrap().values() {
+            ids.insert(operation["operationId"].as_str().unwrap().to_owned());
+        }
+    }
+    let links = |path: &str| {
+        document["paths"][path]["post"]["responses"]["201"]["links"]
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let accounts = links("/v1/regions/global/iam/service-accounts");
+    let credentials =
+        links("/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials");
+    assert_eq!(accounts.len(), 5);
+    assert_eq!(credentials.len(), 2);
+    for link in accounts.values().chain(credentials.values()) {
+        let target = link["operationId"].as_str().unwrap();
+        assert!(
+            ids.contains(target),
+            "a link to the unknown operation {target}"
+        );
+    }
+    assert_eq!(
+        accounts["ListServiceAccountCredentials"]["parameters"]["serviceAccountId"],
+        "$response.body#/id"
+    );
+}
