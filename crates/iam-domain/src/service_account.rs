@@ -20,6 +20,9 @@ pub struct DisplayName(String);
 impl DisplayName {
     /// Maximum length in characters.
     pub const MAX_LEN: usize = 255;
+    /// What [`Self::parse`] accepts besides the length, as an ECMA-262 pattern (for API
+    /// descriptions): no control character (Unicode `Cc`), and one that is not white space.
+    pub const PATTERN: &'static str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
 
     /// Parses a display name.
     ///
@@ -53,6 +56,10 @@ pub struct Description(String);
 impl Description {
     /// Maximum length in characters.
     pub const MAX_LEN: usize = 1024;
+    /// What [`Self::parse`] accepts besides the length, as an ECMA-262 pattern (for API
+    /// descriptions): no control character except line feed, carriage return and tab.
+    pub const PATTERN: &'static str =
+        "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$";
 
     /// Parses a description. The empty string is not a description (it means "none").
     ///

@@ -60,6 +60,20 @@ fn too_large() -> ApiError {
     )
 }
 
+/// As [`object`], for an optional body: JSON `null` is no body too.
+///
+/// # Errors
+/// As [`object`].
+pub fn optional_object(
+    req: &HttpRequest,
+    bytes: &[u8],
+) -> Result<Option<Map<String, Value>>, ApiError> {
+    if bytes.trim_ascii() == b"null" {
+        return object(req, b"");
+    }
+    object(req, bytes)
+}
+
 /// Parses `bytes` as a JSON object. An empty body is `None` (callers decide if that is allowed).
 ///
 /// # Errors

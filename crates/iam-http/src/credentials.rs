@@ -249,7 +249,7 @@ pub async fn create<A: HttpAdapters>(
     // The uniform 404 comes before any validation of the body or headers.
     state.admin.visible_id(&caller, &account)?;
     let bytes = body::read(payload).await?;
-    let expires_at = match body::object(&req, &bytes)? {
+    let expires_at = match body::optional_object(&req, &bytes)? {
         None => None,
         Some(map) => parse_create(map)?,
     };

@@ -289,6 +289,13 @@ pub fn json() -> String {
     };
     apply_domain_limits(&mut document);
     fix_link_keys(&mut document);
+    // A PATCH must name at least one field (else 400 `EMPTY_PATCH`).
+    if let Some(patch) = document
+        .pointer_mut("/components/schemas/PatchServiceAccountBody")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        patch.insert("minProperties".to_owned(), 1.into());
+    }
     document.to_string()
 }
 
@@ -364,6 +371,7 @@ const LIMITS: &[(&str, &str, Limit)] = &[
     ),
     ("CreateServiceAccountBody", "roles", Limit::Roles),
     ("CreateServiceAccountBody", "scopeId", Limit::ResourceId),
+    ("ScopeNarrowing", "roles", Limit::Roles),
     ("PatchServiceAccountBody", "displayName", Limit::DisplayName),
     ("PatchServiceAccountBody", "description", Limit::Description),
     ("PatchServiceAccountBody", "roles", Limit::Roles),
@@ -389,9 +397,12 @@ fn apply_domain_limits(document: &mut serde_json::Value) {
             ),
             Limit::DisplayName => (
                 target,
-                json!({"minLength": 1, "maxLength": DisplayName::MAX_LEN}),
+                json!({"minLength": 1, "maxLength": DisplayName::MAX_LEN, "pattern": DisplayName::PATTERN}),
             ),
-            Limit::Description => (target, json!({"maxLength": Description::MAX_LEN})),
+            Limit::Description => (
+                target,
+                json!({"maxLength": Description::MAX_LEN, "pattern": Description::PATTERN}),
+            ),
             Limit::Roles => {
                 let items = target
                     .entry("items")

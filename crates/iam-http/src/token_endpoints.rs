@@ -402,6 +402,9 @@ fn token_field(req: &HttpRequest, bytes: &[u8]) -> Result<String, ApiError> {
     let mut f = Fields::new(map);
     f.reject_unknown(&["token"], &[]);
     let token = f.required_string("token");
+    if token.as_deref() == Some("") {
+        f.error("token", "TOO_SHORT", "must not be empty");
+    }
     f.finish()?;
     token.ok_or_else(ApiError::internal)
 }

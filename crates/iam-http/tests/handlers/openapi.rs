@@ -87,6 +87,8 @@ fn schema_limits_are_the_domains_constants() {
             schema(name, "displayName")["maxLength"],
             DisplayName::MAX_LEN
         );
+        assert_eq!(schema(name, "displayName")["pattern"], DisplayName::PATTERN);
+        assert_eq!(schema(name, "description")["pattern"], Description::PATTERN);
         assert_eq!(
             schema(name, "description")["maxLength"],
             Description::MAX_LEN
@@ -181,7 +183,11 @@ fn every_operation_declares_the_common_answers_and_bodies_are_closed() {
         let schema = &document["components"]["schemas"][body];
         assert_eq!(schema["additionalProperties"], false, "{body}");
     }
-    // Only `description` may be null in a PATCH.
+    // A PATCH names at least one field; only `description` may be null.
+    assert_eq!(
+        document["components"]["schemas"]["PatchServiceAccountBody"]["minProperties"],
+        1
+    );
     let patch = &document["components"]["schemas"]["PatchServiceAccountBody"]["properties"];
     for field in ["displayName", "roles", "status"] {
         assert!(

@@ -702,3 +702,43 @@ async fn introspection_shows_the_accepted_audience_as_one_string() {
     assert_eq!(introspected["active"], true);
     assert_eq!(introspected["aud"], "k0rdent");
 }
+
+/// What the OpenAPI document promises about bodies holds: an empty `token` is refused, and an
+/// optional body may be `null`.
+#[tokio::test]
+async fn an_empty_token_is_refused_and_a_null_credential_body_is_no_body() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    for path in [INTROSPECT, "/v1/regions/global/auth/revoke"] {
+        let response = server
+            .call(
+                Method::POST,
+                path,
+                Some(&admin),
+                Some(&json!({"token": ""})),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            response.text
+        );
+        assert_eq!(
+            response.reasons(),
+            [("TOO_SHORT".to_owned(), Some("token".to_owned()))]
+        );
+    }
+    server.create_sa(&admin, "sa-null-body").await;
+    let created = server
+        .call(
+            Method::POST,
+            "/v1/regions/global/iam/service-accounts/sa-null-body/credentials",
+            Some(&admin),
+            Some(&Value::Null),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+}
