@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use crate::postgres::Database;
 use crate::process::{self, run, stdout_of};
 use crate::workspace::Workspace;
-use crate::{deny, deploy, image, reliability, schema};
+use crate::{conformance, deny, deploy, image, reliability, schema};
 
 /// Crates the domain crate must not depend on (it stays free of infrastructure).
 const FORBIDDEN_IN_DOMAIN: [&str; 6] = ["diesel", "actix", "tokio", "deadpool", "reqwest", "hyper"];
@@ -64,6 +64,7 @@ pub fn run_all(workspace: &Workspace) -> Result<()> {
         reliability::build(workspace)?;
         reliability::run_on(workspace, &database, &["--fast"])
     })?;
+    step("conformance", || conformance::run_conformance(workspace))?;
     step("image (smoke)", || {
         image::run_image(workspace, &["--smoke"])
     })?;

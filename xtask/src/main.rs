@@ -12,9 +12,11 @@
 
 mod bench;
 mod ci;
+mod conformance;
 mod deny;
 mod deploy;
 mod dev;
+mod http;
 mod image;
 mod postgres;
 mod process;
@@ -39,10 +41,13 @@ Commands:
   dev        Run iam-server locally with a throwaway database, the example
              directory and an admin token
   ci         Run the CI checks: fmt, dependency rule, clippy, docs, supply chain,
-             manifests, schema drift, tests, fault scenarios, image smoke test
+             manifests, schema drift, tests, fault scenarios, API conformance,
+             image smoke test
   bench      Measure iam-server (release) next to pgbench -S on the same PostgreSQL
   reliability  Run the fault scenarios (PostgreSQL restart, stalls, kill -9,
              SIGTERM, two instances, hostile clients, soak) against iam-server
+  conformance  Check the served OpenAPI document: openapi-spec-validator and
+             schemathesis (all checks, all phases) against the running server
   image      Build the container image (deploy/Dockerfile) with podman;
              --smoke runs it against the throwaway PostgreSQL
   deploy-check  Render deploy/kubernetes with kubectl kustomize and validate it
@@ -95,12 +100,14 @@ Runs the CI checks, stopping at the first failure:
   test             cargo test --workspace --locked, with DATABASE_URL set
   reliability      cargo xtask reliability --fast: the fault scenarios against
                    the release server (builds it; about 4 minutes on 2 cores)
+  conformance      cargo xtask conformance: openapi-spec-validator and
+                   schemathesis (all checks, all phases) against the server
   image (smoke)    cargo xtask image --smoke: the container image, built with
                    podman and run against the throwaway PostgreSQL (installs
                    podman and the musl target if missing; about 4 minutes)
 
 A throwaway PostgreSQL started by ci is stopped again at the end, pass or fail.
-diesel_cli, cargo-deny and the kubernetes-validate virtualenv are installed on
+diesel_cli, cargo-deny and the kubernetes-validate and schemathesis virtualenvs are installed on
 first use into ~/.cache/iam-xtask (override: IAM_XTASK_CACHE), outside the clone,
 so later clones reuse them.
 ";
@@ -168,6 +175,23 @@ Options:
   --fast          The form cargo xtask ci runs: shorter phases, 1-minute soak
   --soak MINUTES  Length of the soak (default 10; 1 with --fast)
   --only NAMES    Run only these scenarios (comma-separated)
+";
+
+const CONFORMANCE_HELP: &str = "\
+Usage: cargo xtask conformance
+
+Checks that the OpenAPI document the server serves is one tools can trust:
+  1. builds iam-server (release) and starts it on a scratch database
+     (iam_conformance) of the throwaway PostgreSQL (or DATABASE_URL's server),
+     migrated, with docs/examples/directory.toml applied, and mints an admin
+     token of org-acme holding every role of its catalog;
+  2. openapi-spec-validator on GET /openapi.json;
+  3. schemathesis --checks all, phases examples, coverage, fuzzing and
+     stateful, 100 examples, a fixed seed, one worker, with the exceptions of
+     the root schemathesis.toml (each cites the contract rule OpenAPI cannot
+     express). Its JUnit report goes to <target>/conformance/report.
+The tools are pinned and installed on first use into a virtualenv in
+~/.cache/iam-xtask (IAM_XTASK_CACHE overrides).
 ";
 
 const IMAGE_HELP: &str = "\
@@ -266,6 +290,7 @@ fn run() -> Result<()> {
             reliability::run_reliability(&Workspace::locate()?, options)
         }
         ["deploy-check"] => deploy::check(&Workspace::locate()?),
+        ["conformance"] => conformance::run_conformance(&Workspace::locate()?),
         ["image", options @ ..] => image::run_image(&Workspace::locate()?, options),
         ["schema"] => schema::regenerate(&Workspace::locate()?),
         ["db", "start"] => db_start(&Workspace::locate()?),
@@ -288,6 +313,7 @@ fn help(topic: &[&str]) -> Result<()> {
         Some(&"bench") => BENCH_HELP,
         Some(&"reliability") => RELIABILITY_HELP,
         Some(&"deploy-check") => DEPLOY_CHECK_HELP,
+        Some(&"conformance") => CONFORMANCE_HELP,
         Some(&"image") => IMAGE_HELP,
         Some(&"schema") => SCHEMA_HELP,
         Some(&"db") => DB_HELP,

@@ -186,16 +186,27 @@ fn link_created(operation: &mut utoipa::openapi::path::Operation) {
     }
 }
 
-/// `pageSize` defaults to the domain's [`PageSize::DEFAULT`](iam_domain::PageSize::DEFAULT).
+/// Parameters as the parsers take them: `pageSize` defaults to the domain's
+/// [`PageSize::DEFAULT`](iam_domain::PageSize::DEFAULT); a `scopeId` filter is not empty; an
+/// `Idempotency-Key` is 1–255 visible ASCII characters.
 fn default_page_size(operation: &mut utoipa::openapi::path::Operation) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::schema::Schema;
 
     for parameter in operation.parameters.iter_mut().flatten() {
-        if parameter.name == "pageSize"
-            && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
-        {
-            schema.default = Some(serde_json::json!(iam_domain::PageSize::DEFAULT));
+        let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema else {
+            continue;
+        };
+        match parameter.name.as_str() {
+            "pageSize" => schema.default = Some(serde_json::json!(iam_domain::PageSize::DEFAULT)),
+            "scopeId" => schema.min_length = Some(1),
+            // `idempotency::key_of`: 1–255 visible ASCII characters.
+            "Idempotency-Key" => {
+                schema.min_length = Some(1);
+                schema.max_length = Some(255);
+                schema.pattern = Some("^[\\x21-\\x7E]+$".to_owned());
+            }
+            _ => {}
         }
     }
 }
@@ -289,6 +300,19 @@ pub fn json() -> String {
     };
     apply_domain_limits(&mut document);
     fix_link_keys(&mut document);
+    // The form's `scope`: role slugs separated by white space (or nothing).
+    let slug = RoleSlug::PATTERN
+        .trim_start_matches('^')
+        .trim_end_matches('$');
+    if let Some(scope) = document
+        .pointer_mut("/components/schemas/OAuthTokenForm/properties/scope")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        scope.insert(
+            "pattern".to_owned(),
+            format!("^\\s*({slug}(\\s+{slug})*)?\\s*$").into(),
+        );
+    }
     // A PATCH must name at least one field (else 400 `EMPTY_PATCH`).
     if let Some(patch) = document
         .pointer_mut("/components/schemas/PatchServiceAccountBody")

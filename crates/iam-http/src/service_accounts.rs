@@ -139,6 +139,13 @@ pub struct ServiceAccountList {
 /// are refused (400 `UNKNOWN_FIELD`).
 #[derive(ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "displayName": "Build bot",
+    "description": "Deploys from CI",
+    "scope": "organization",
+    "scopeId": "org-acme",
+    "roles": ["compute.deployer"]
+}))]
 #[expect(
     dead_code,
     reason = "documents the request body in the OpenAPI document only"
