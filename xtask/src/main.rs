@@ -100,8 +100,8 @@ Runs the CI checks, stopping at the first failure:
   test             cargo test --workspace --locked, with DATABASE_URL set
   reliability      cargo xtask reliability --fast: the fault scenarios against
                    the release server (builds it; about 4 minutes on 2 cores)
-  conformance      cargo xtask conformance: openapi-spec-validator and
-                   schemathesis (all checks, all phases) against the server
+  conformance      cargo xtask conformance: openapi-spec-validator, schemathesis
+                   (all checks, all phases) and a generated client's tour
   image (smoke)    cargo xtask image --smoke: the container image, built with
                    podman and run against the throwaway PostgreSQL (installs
                    podman and the musl target if missing; about 4 minutes)
@@ -189,7 +189,9 @@ Checks that the OpenAPI document the server serves is one tools can trust:
   3. schemathesis --checks all, phases examples, coverage, fuzzing and
      stateful, 100 examples, a fixed seed, one worker, with the exceptions of
      the root schemathesis.toml (each cites the contract rule OpenAPI cannot
-     express). Its JUnit report goes to <target>/conformance/report.
+     express). Its JUnit report goes to <target>/conformance/report;
+  4. a Python client generated from the document by openapi-python-client,
+     driven through the README's tour (xtask/conformance/client_tour.py).
 The tools are pinned and installed on first use into a virtualenv in
 ~/.cache/iam-xtask (IAM_XTASK_CACHE overrides).
 ";
