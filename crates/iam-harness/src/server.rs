@@ -215,11 +215,6 @@ impl RunningServer {
         Ok(())
     }
 
-    /// The last 40 lines of its log.
-    pub fn log_tail(&self) -> String {
-        log_tail(&self.log)
-    }
-
     /// Stops the server with SIGTERM and waits for it (a graceful shutdown).
     ///
     /// # Errors

@@ -231,8 +231,7 @@ impl Metrics {
     }
 
     /// Counts one answered request to `route` (a template) and its latency.
-    pub fn observe_request(&self, method: Method, route: &str, status: u16, elapsed: Duration) {
-        let route = route.to_owned();
+    pub fn observe_request(&self, method: Method, route: String, status: u16, elapsed: Duration) {
         self.durations
             .get_or_create(&RouteLabels {
                 method,

@@ -77,7 +77,7 @@ pub async fn middleware(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     if let Some(metrics) = metrics {
-        metrics.observe_request(method, &route, status, elapsed);
+        metrics.observe_request(method, route, status, elapsed);
     }
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| tracing::info!(status, latency_us = micros, "request completed"));

@@ -109,12 +109,7 @@ pub(crate) fn stall(fixture: &Fixture, pace: Pace) -> Result<Outcome> {
     let fault_end = epoch.elapsed();
     let after = healthy(server.addr, &[read.clone(), mint.clone()], pace, epoch);
     outcome.count(&after);
-    outcome.recovery = Some(
-        after
-            .iter()
-            .find(|s| s.ok())
-            .map_or(Duration::ZERO, |s| s.end().saturating_sub(fault_end)),
-    );
+    outcome.recovery = Some(recovery(&after, fault_end));
     check_healthy(&mut outcome, "while the frozen backends still hang", &after);
     signal("CONT", &frozen)?;
     outcome.check(
@@ -173,14 +168,17 @@ pub(crate) fn pool_exhaustion(fixture: &Fixture, pace: Pace) -> Result<Outcome> 
     let fault_end = epoch.elapsed();
     let after = healthy(server.addr, &[read], pace, epoch);
     outcome.count(&after);
-    outcome.recovery = Some(
-        after
-            .iter()
-            .find(|s| s.ok())
-            .map_or(Duration::ZERO, |s| s.end().saturating_sub(fault_end)),
-    );
+    outcome.recovery = Some(recovery(&after, fault_end));
     check_healthy(&mut outcome, "after the lock", &after);
     Ok(outcome)
+}
+
+/// From `fault_end` until the first of `samples` that succeeded had its answer.
+fn recovery(samples: &[Sample], fault_end: Duration) -> Duration {
+    samples
+        .iter()
+        .find(|s| s.ok())
+        .map_or(Duration::ZERO, |s| s.end().saturating_sub(fault_end))
 }
 
 /// Every sample is a proper 503 answered by the deadline.
