@@ -28,6 +28,9 @@ use crate::workspace::Workspace;
 
 /// The Rust target of the image's binary.
 const TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The C compiler the cc crate uses for [`TARGET`].
+const CC_MUSL: &str = "CC_x86_64_unknown_linux_musl";
 /// The image's name.
 const IMAGE: &str = "localhost/iam-server";
 /// The scratch database of the smoke test.
@@ -69,7 +72,14 @@ fn build_binary(workspace: &Workspace) -> Result<PathBuf> {
         }
     }
     println!("==> building iam-server for {TARGET} (static, release)");
-    run(workspace.cargo().args([
+    let mut cargo = workspace.cargo();
+    // `ring` (rustls' crypto) compiles C and assembly; the cc crate would look for a
+    // `x86_64-linux-musl-gcc` these machines lack. The host gcc builds it: ring's C needs
+    // no libc headers, and the Rust side links against musl.
+    if std::env::var_os(CC_MUSL).is_none() && find_in_path("x86_64-linux-musl-gcc").is_none() {
+        cargo.env(CC_MUSL, "gcc");
+    }
+    run(cargo.args([
         "build",
         "--release",
         "--locked",

@@ -30,6 +30,10 @@ pub enum AuditAction {
     CredentialCreated,
     /// A credential was deleted.
     CredentialDeleted,
+    /// A federated credential (a trusted external identity, SPEC §9) was created.
+    FederatedCredentialCreated,
+    /// A federated credential was deleted.
+    FederatedCredentialDeleted,
     /// An operator applied a directory file that changed an organization, its policy, its
     /// projects or its roles (`iam-server directory apply`).
     DirectoryApplied,
@@ -44,6 +48,8 @@ impl AuditAction {
             AuditAction::ServiceAccountDeleted => "service_account.delete",
             AuditAction::CredentialCreated => "credential.create",
             AuditAction::CredentialDeleted => "credential.delete",
+            AuditAction::FederatedCredentialCreated => "federated_credential.create",
+            AuditAction::FederatedCredentialDeleted => "federated_credential.delete",
             AuditAction::DirectoryApplied => "directory.apply",
         }
     }

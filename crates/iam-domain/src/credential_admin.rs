@@ -47,6 +47,13 @@ pub enum CredentialError {
         /// The org's `maxActiveCredentials`.
         cap: u32,
     },
+    /// The service account already has the most federated credentials allowed
+    /// ([`crate::federated_credential::MAX_PER_ACCOUNT`]).
+    #[error("the service account already has {cap} federated credentials")]
+    FederatedLimitReached {
+        /// The cap.
+        cap: u32,
+    },
     /// The request's `Idempotency-Key` was taken over by a retry while this request ran;
     /// nothing was stored, the retry does the work.
     #[error("the idempotency key was claimed by another request")]
@@ -255,19 +262,7 @@ impl<A: Adapters> CredentialAdmin<A> {
         account: &str,
         now: OffsetDateTime,
     ) -> Result<ServiceAccount, CredentialError> {
-        let account = visible_account_id(caller, &self.admin_role, account)
-            .ok_or(CredentialError::NotFound)?;
-        let sa = self
-            .accounts
-            .get(&caller.tenant, &account, now)
-            .await?
-            .ok_or(CredentialError::NotFound)?;
-        let missing = acting_as_violations(caller, &sa);
-        if missing.is_empty() {
-            Ok(sa)
-        } else {
-            Err(CredentialError::ActingAsRefused(missing))
-        }
+        account_to_act_as(&self.accounts, &self.admin_role, caller, account, now).await
     }
 
     /// Reads one credential. Returns it and the time its status holds for.
@@ -357,3 +352,27 @@ fn audit(
 
 #[cfg(test)]
 mod tests;
+
+/// The account `caller` names, if it may see it (else [`CredentialError::NotFound`]) and act
+/// as it, holding all its roles (else [`CredentialError::ActingAsRefused`]): the one check
+/// before giving an account any way to authenticate, secret or federated.
+pub(crate) async fn account_to_act_as<S: ServiceAccountStore>(
+    accounts: &S,
+    admin_role: &RoleSlug,
+    caller: &Principal,
+    account: &str,
+    now: OffsetDateTime,
+) -> Result<ServiceAccount, CredentialError> {
+    let account =
+        visible_account_id(caller, admin_role, account).ok_or(CredentialError::NotFound)?;
+    let sa = accounts
+        .get(&caller.tenant, &account, now)
+        .await?
+        .ok_or(CredentialError::NotFound)?;
+    let missing = acting_as_violations(caller, &sa);
+    if missing.is_empty() {
+        Ok(sa)
+    } else {
+        Err(CredentialError::ActingAsRefused(missing))
+    }
+}

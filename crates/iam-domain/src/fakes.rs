@@ -12,7 +12,10 @@
 
 mod accounts;
 mod credentials;
+mod federated;
 mod idempotency;
+
+pub use federated::FakeAssertions;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -26,6 +29,7 @@ use uuid::Uuid;
 
 use crate::audit::AuditEvent;
 use crate::credential::Credential;
+use crate::federated_credential::{FederatedCredential, TrustedIssuer};
 use crate::organization::{OrgPolicy, OrgSlug, Organization};
 use crate::ports::{
     Adapters, Clock, IdGenerator, IdempotencyCompletion, IdempotencyKey, RandomnessUnavailable,
@@ -59,6 +63,10 @@ pub struct State {
     pub accounts: Vec<ServiceAccount>,
     /// Credentials.
     pub credentials: Vec<Credential>,
+    /// Federated credentials.
+    pub federated: Vec<FederatedCredential>,
+    /// Issuers organizations trust.
+    pub trusted: Vec<(OrgId, TrustedIssuer)>,
     /// Audit events, in the order written.
     pub audit: Vec<AuditEvent>,
     /// The directory's organizations.
@@ -188,6 +196,8 @@ pub struct Fakes;
 impl Adapters for Fakes {
     type Store = Memory;
     type Credentials = Memory;
+    type Federated = Memory;
+    type Assertions = FakeAssertions;
     type Tokens = Memory;
     type Usage = Memory;
     type Directory = Memory;
@@ -249,9 +259,19 @@ pub fn seeded_memory() -> Memory {
                 state.roles.push((org_id(org), role(r)));
             }
         }
+        state.trusted.push((
+            org_id("org-acme"),
+            TrustedIssuer {
+                issuer: crate::federated_credential::Issuer::parse(TRUSTED_ISSUER).unwrap(),
+                jwks_uri: None,
+            },
+        ));
     }
     memory
 }
+
+/// The issuer `org-acme` of [`seeded_memory`] trusts.
+pub const TRUSTED_ISSUER: &str = "https://issuer.test";
 
 /// A user `alice@{tenant}` scoped to its whole organization `tenant`, holding `roles`.
 ///

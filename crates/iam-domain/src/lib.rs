@@ -78,6 +78,8 @@ pub mod audit;
 pub mod client_secret;
 pub mod credential;
 pub mod credential_admin;
+pub mod federated_credential;
+pub mod federation_admin;
 pub mod organization;
 pub mod pagination;
 pub mod ports;
@@ -101,6 +103,10 @@ pub use audit::{AuditAction, AuditEvent, RequestContext};
 pub use client_secret::{ClientSecret, MalformedSecret, SecretHash, SecretHasher};
 pub use credential::{Credential, CredentialFilter, CredentialStatus};
 pub use credential_admin::{CreatedCredential, CredentialAdmin, CredentialError};
+pub use federated_credential::{
+    Audience, ExternalSubject, FederatedCredential, Issuer, NewFederatedCredential, TrustedIssuer,
+};
+pub use federation_admin::FederationAdmin;
 pub use organization::{OrgPolicy, OrgSlug, Organization, PolicyError};
 pub use pagination::{Cursor, Page, PagePosition, PageRequest, PageSize};
 pub use principal::{Principal, PrincipalKind, Subject};

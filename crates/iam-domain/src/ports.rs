@@ -12,8 +12,16 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+mod federation;
+
+pub use federation::{
+    AssertionRejected, AssertionVerifier, FederatedCredentialStore, FederatedMatch,
+    VerifiedAssertion,
+};
+
 use crate::audit::AuditEvent;
 use crate::credential::{Credential, CredentialFilter};
+use crate::federated_credential::TrustedIssuer;
 use crate::organization::Organization;
 use crate::pagination::{Page, PageRequest};
 use crate::resource_id::{CredentialId, OrgId, ProjectId, ServiceAccountId};
@@ -106,6 +114,16 @@ pub trait Directory: Send + Sync + 'static {
         tenant: &OrgId,
         roles: &[RoleSlug],
     ) -> impl Future<Output = Result<Vec<RoleSlug>, StoreError>> + Send;
+
+    /// How `tenant` trusts `issuer` (compared exactly), if it does (SPEC §9).
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn trusted_issuer(
+        &self,
+        tenant: &OrgId,
+        issuer: &str,
+    ) -> impl Future<Output = Result<Option<TrustedIssuer>, StoreError>> + Send;
 }
 
 /// Why an insert failed.
@@ -309,7 +327,10 @@ pub struct TokenRef<'a> {
 pub trait TokenStore: Send + Sync + 'static {
     /// Whether a token is live at `now`: `token` is not revoked and, when `service_account`
     /// names a client id and credential, that credential exists with `expires_at > now` and
-    /// belongs to that account, which is active. One round trip.
+    /// belongs to that account, which is active. A credential id with the prefix `fc-`
+    /// ([`crate::federated_credential::is_federated`]) names a federated credential instead,
+    /// which must exist, belong to that account, and have an issuer its organization still
+    /// trusts. One round trip.
     ///
     /// # Errors
     /// [`StoreError`] only for backend failures.
@@ -484,6 +505,10 @@ pub trait Adapters: Send + Sync + 'static {
     type Store: ServiceAccountStore;
     /// Credential persistence.
     type Credentials: CredentialStore;
+    /// Federated credential persistence.
+    type Federated: FederatedCredentialStore;
+    /// Verification of external issuers' tokens.
+    type Assertions: AssertionVerifier;
     /// Revocations and token liveness.
     type Tokens: TokenStore;
     /// Last-use recording.

@@ -1,5 +1,6 @@
-//! The token service: a workload exchanges its client id and secret for a short-lived access
-//! grant (SPEC §6), and every later use of such a token is checked for liveness.
+//! The token service: a workload exchanges its client id and secret (SPEC §6), or a token of
+//! an issuer it is federated with (SPEC §9), for a short-lived access grant, and every later
+//! use of such a token is checked for liveness.
 //!
 //! Every way a mint can fail on the client's side — unknown client, wrong secret, bad
 //! checksum, expired or deleted credential, disabled account — is the same
@@ -11,6 +12,7 @@
 //! looked up or anything hashed.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
 
 use time::{Duration, OffsetDateTime};
@@ -18,13 +20,14 @@ use time::{Duration, OffsetDateTime};
 use crate::client_secret::{ClientSecret, SecretHasher};
 use crate::credential::CredentialStatus;
 use crate::ports::{
-    Adapters, Clock, CredentialStore, Directory, IdGenerator, StoreError, TokenRef, TokenStore,
-    UsageRecorder,
+    Adapters, AssertionVerifier, Clock, CredentialStore, Directory, FederatedCredentialStore,
+    IdGenerator, StoreError, TokenRef, TokenStore, UsageRecorder,
 };
 use crate::principal::{Principal, PrincipalKind};
 use crate::resource_id::{CredentialId, OrgId};
 use crate::role::RoleSlug;
 use crate::scope::{Scope, ScopeTarget};
+use crate::service_account::ServiceAccount;
 use crate::service_account::{ClientId, ServiceAccountStatus};
 use crate::throttle::MintThrottle;
 
@@ -111,6 +114,8 @@ fn narrowed_target(account: &ScopeTarget, narrowing: &Narrowing) -> Result<Scope
 /// Mints grants and checks token liveness.
 pub struct TokenService<A: Adapters> {
     credentials: A::Credentials,
+    federated: A::Federated,
+    assertions: A::Assertions,
     directory: A::Directory,
     tokens: A::Tokens,
     usage: A::Usage,
@@ -133,6 +138,8 @@ impl<A: Adapters> TokenService<A> {
     )]
     pub fn new(
         credentials: A::Credentials,
+        federated: A::Federated,
+        assertions: A::Assertions,
         directory: A::Directory,
         tokens: A::Tokens,
         usage: A::Usage,
@@ -147,6 +154,8 @@ impl<A: Adapters> TokenService<A> {
             CredentialId::parse("cred-decoy").unwrap_or_else(|_| unreachable!("a valid id"));
         Self {
             credentials,
+            federated,
+            assertions,
             directory,
             tokens,
             usage,
@@ -183,21 +192,101 @@ impl<A: Adapters> TokenService<A> {
         narrowing: &Narrowing,
         source_ip: Option<IpAddr>,
     ) -> Result<Grant, MintError> {
+        self.throttled(client_id, source_ip, |now| {
+            self.mint_unthrottled(client_id, client_secret, narrowing, source_ip, now)
+        })
+        .await
+    }
+
+    /// Exchanges an external workload's token (`client_assertion`, SPEC §9) for a grant of
+    /// the account `client_id`: the token must verify against the keys of an issuer the
+    /// account's organization trusts, and its `iss`, `sub` and one of its `aud` must match one
+    /// of the account's federated credentials. Throttled like [`Self::mint`].
+    ///
+    /// # Errors
+    /// As [`Self::mint`]; an unverifiable token, unreachable issuer keys, no matching
+    /// credential and a disabled account are all [`MintError::InvalidClient`].
+    pub async fn mint_with_assertion(
+        &self,
+        client_id: &str,
+        assertion: &str,
+        narrowing: &Narrowing,
+        source_ip: Option<IpAddr>,
+    ) -> Result<Grant, MintError> {
+        self.throttled(client_id, source_ip, |now| {
+            self.exchange_unthrottled(client_id, assertion, narrowing, source_ip, now)
+        })
+        .await
+    }
+
+    /// Runs `mint` under the failure throttle of `client_id` and `source_ip`.
+    async fn throttled<F: Future<Output = Result<Grant, MintError>>>(
+        &self,
+        client_id: &str,
+        source_ip: Option<IpAddr>,
+        mint: impl FnOnce(OffsetDateTime) -> F,
+    ) -> Result<Grant, MintError> {
         let now = self.clock.now_micros();
         // Checked and counted as a failure in one step, so parallel guesses cannot all pass
         // the check first; given back below unless it really was a client failure.
         self.throttle
             .admit(client_id, source_ip, now)
             .map_err(|retry_after| MintError::Throttled { retry_after })?;
-        let result = self
-            .mint_unthrottled(client_id, client_secret, narrowing, source_ip, now)
-            .await;
+        let result = mint(now).await;
         match &result {
             Ok(_) => self.throttle.succeeded(client_id, source_ip, now),
             Err(MintError::InvalidClient) => {}
             Err(_) => self.throttle.refund(client_id, source_ip, now),
         }
         result
+    }
+
+    async fn exchange_unthrottled(
+        &self,
+        client_id: &str,
+        assertion: &str,
+        narrowing: &Narrowing,
+        source_ip: Option<IpAddr>,
+        now: OffsetDateTime,
+    ) -> Result<Grant, MintError> {
+        let (Ok(client_id), Some((issuer, subject))) =
+            (ClientId::parse(client_id), self.assertions.peek(assertion))
+        else {
+            return Err(MintError::InvalidClient);
+        };
+        let Some(found) = self
+            .federated
+            .find_for_exchange(&client_id, &issuer, &subject)
+            .await?
+        else {
+            return Err(MintError::InvalidClient);
+        };
+        if found.account.status != ServiceAccountStatus::Active {
+            return Err(MintError::InvalidClient);
+        }
+        // Why it was refused is the verifier's to log; the client learns nothing.
+        let Ok(verified) = self.assertions.verify(assertion, &found.trusted, now).await else {
+            return Err(MintError::InvalidClient);
+        };
+        // Verified claims, not the peeked ones, decide.
+        let Some(credential) = found.credentials.iter().find(|c| {
+            c.issuer == verified.issuer
+                && c.subject == verified.subject
+                && c.accepts_audience(&verified.audiences)
+        }) else {
+            return Err(MintError::InvalidClient);
+        };
+        let grant = self
+            .grant(
+                found.account.clone(),
+                credential.id.clone(),
+                now + self.lifetime,
+                narrowing,
+                now,
+            )
+            .await?;
+        self.usage.record_use(credential.uid, now, source_ip);
+        Ok(grant)
     }
 
     async fn mint_unthrottled(
@@ -231,6 +320,31 @@ impl<A: Adapters> TokenService<A> {
             return Err(MintError::InvalidClient);
         }
 
+        let grant = self
+            .grant(
+                account,
+                credential_id,
+                // Never outlive the credential: verifiers that only check signatures (JWKS)
+                // must not accept a token past its credential's expiry.
+                (now + self.lifetime).min(credential.expires_at),
+                narrowing,
+                now,
+            )
+            .await?;
+        self.usage.record_use(credential.uid, now, source_ip);
+        Ok(grant)
+    }
+
+    /// The grant of `account` through `credential_id`, narrowed as asked, expiring at
+    /// `expires_at`.
+    async fn grant(
+        &self,
+        account: ServiceAccount,
+        credential_id: CredentialId,
+        expires_at: OffsetDateTime,
+        narrowing: &Narrowing,
+        now: OffsetDateTime,
+    ) -> Result<Grant, MintError> {
         let target = narrowed_target(&account.target, narrowing)?;
         if let ScopeTarget::Project(project) = &target
             && target != account.target
@@ -256,8 +370,6 @@ impl<A: Adapters> TokenService<A> {
                 wanted.clone()
             }
         };
-
-        self.usage.record_use(credential.uid, now, source_ip);
         Ok(Grant {
             subject: account.client_id,
             tenant: account.tenant,
@@ -266,9 +378,7 @@ impl<A: Adapters> TokenService<A> {
             credential_id,
             token_id: self.ids.uid().to_string(),
             issued_at: now,
-            // Never outlive the credential: verifiers that only check signatures (JWKS) must
-            // not accept a token past its credential's expiry.
-            expires_at: (now + self.lifetime).min(credential.expires_at),
+            expires_at,
         })
     }
 

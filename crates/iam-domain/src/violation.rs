@@ -17,6 +17,8 @@ pub enum Field {
     Role(usize),
     /// A credential's requested expiry.
     ExpiresAt,
+    /// A federated credential's issuer.
+    Issuer,
 }
 
 impl fmt::Display for Field {
@@ -27,6 +29,7 @@ impl fmt::Display for Field {
             Field::ScopeId => f.write_str("scope id"),
             Field::Role(index) => write!(f, "roles #{index}"),
             Field::ExpiresAt => f.write_str("expiry"),
+            Field::Issuer => f.write_str("issuer"),
         }
     }
 }
@@ -59,6 +62,8 @@ pub enum ViolationReason {
     ExpiryInPast,
     /// A credential's `expiresAt` is beyond the org's maximum lifetime.
     ExpiryExceedsMax,
+    /// A federated credential names an issuer its organization does not trust.
+    IssuerNotTrusted,
 }
 
 impl ViolationReason {
@@ -72,6 +77,7 @@ impl ViolationReason {
             ViolationReason::TenantNotProvisioned => "TENANT_NOT_PROVISIONED",
             ViolationReason::ExpiryInPast => "EXPIRY_IN_PAST",
             ViolationReason::ExpiryExceedsMax => "EXPIRY_EXCEEDS_MAX",
+            ViolationReason::IssuerNotTrusted => "ISSUER_NOT_TRUSTED",
         }
     }
 }

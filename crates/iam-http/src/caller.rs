@@ -20,7 +20,8 @@ use iam_domain::Principal;
 use iam_domain::ports::{Clock, StoreError};
 
 use crate::error::ApiError;
-use crate::jwt::{AccessClaims, TokenVerifier};
+use crate::external_issuer::ExternalIssuer;
+use crate::jwt::{AccessClaims, TokenError, TokenVerifier};
 use crate::{AppState, HttpAdapters};
 
 /// Checks that a verified token is still live (see the module docs).
@@ -47,6 +48,7 @@ impl<A: HttpAdapters> LivenessCheck for AppState<A> {
 /// Verifies bearer tokens at the time of the injected clock and checks their liveness.
 pub struct Authenticator {
     verifier: Arc<TokenVerifier>,
+    external: Option<Arc<ExternalIssuer>>,
     clock: Arc<dyn Clock>,
     liveness: Arc<dyn LivenessCheck>,
 }
@@ -66,22 +68,36 @@ impl Authenticator {
     ) -> Self {
         Self {
             verifier,
+            external: None,
             clock,
             liveness,
         }
     }
 
-    /// Verifies a raw token's signature, issuer, audience and times (not its liveness).
+    /// Also trusts the users' tokens of an external issuer.
+    #[must_use]
+    pub fn with_external(mut self, external: Arc<ExternalIssuer>) -> Self {
+        self.external = Some(external);
+        self
+    }
+
+    /// Verifies a raw token's signature, issuer, audience and times (not its liveness):
+    /// against this service's keys, or, for a key it does not have, the external issuer's.
     ///
     /// # Errors
     /// 401 when the token is refused.
-    pub fn verify(&self, token: &str) -> Result<(AccessClaims, Principal), ApiError> {
-        self.verifier
-            .verify(token, self.clock.now())
-            .map_err(|reason| {
-                tracing::debug!(%reason, "bearer token refused");
-                ApiError::unauthorized()
-            })
+    pub async fn verify(&self, token: &str) -> Result<(AccessClaims, Principal), ApiError> {
+        let now = self.clock.now();
+        let verified = match (self.verifier.verify(token, now), &self.external) {
+            (Err(TokenError::UnknownKey), Some(external)) => {
+                external.verify(token, now, self.verifier.audience()).await
+            }
+            (own, _) => own,
+        };
+        verified.map_err(|reason| {
+            tracing::debug!(%reason, "bearer token refused");
+            ApiError::unauthorized()
+        })
     }
 
     /// The current time of the injected clock.
@@ -124,10 +140,9 @@ impl FromRequest for Caller {
             tracing::error!("no Authenticator registered as app data");
             return Box::pin(std::future::ready(Err(ApiError::internal())));
         };
-        let verified = Authenticator::bearer(req)
-            .and_then(|token| authenticator.verify(token).map(|(_, principal)| principal));
+        let token = Authenticator::bearer(req).map(str::to_owned);
         Box::pin(async move {
-            let principal = verified?;
+            let (_, principal) = authenticator.verify(&token?).await?;
             let span = tracing::Span::current();
             span.record("tenant", principal.tenant.as_str());
             span.record("principal", principal.subject.as_str());

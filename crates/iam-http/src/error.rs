@@ -254,6 +254,7 @@ pub fn json_path(field: Field) -> String {
         Field::ScopeId => "scopeId".to_owned(),
         Field::Role(index) => format!("roles[{index}]"),
         Field::ExpiresAt => "expiresAt".to_owned(),
+        Field::Issuer => "issuer".to_owned(),
     }
 }
 
@@ -338,6 +339,13 @@ impl From<CredentialError> for ApiError {
                     "the service account already has {cap} active credentials; delete one first"
                 ),
                 vec![ErrorDetail::reason("CREDENTIAL_LIMIT_REACHED")],
+            ),
+            CredentialError::FederatedLimitReached { cap } => Self::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "the service account already has {cap} federated credentials; delete one first"
+                ),
+                vec![ErrorDetail::reason("FEDERATED_CREDENTIAL_LIMIT_REACHED")],
             ),
             CredentialError::IdempotencyClaimLost => crate::idempotency::in_progress(),
             CredentialError::Store(error) => error.into(),

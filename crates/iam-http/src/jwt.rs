@@ -2,21 +2,19 @@
 //! bearer token. This service's own keys and the signing of tokens are in
 //! [`crate::signing_keys`] (re-exported here).
 //!
-//! Trusted signers are this service's own keys and, optionally, an external issuer's JWKS.
-//! Each trusted key is bound to the issuer it may sign for. `exp`, `nbf` and `iat` are checked
-//! against the injected clock (not the ambient one) with at most 60 s of skew: a token issued
-//! in the future is refused like one not yet valid. `principal_type: service_account` is
-//! reserved for this service's own tokens (only it can vouch that the credential behind one
-//! exists); an external issuer's token claiming it is refused.
+//! [`TokenVerifier`] trusts this service's own keys (an external issuer's are
+//! [`crate::external_issuer`]'s). Each trusted key is bound to the issuer it may sign for.
+//! `exp`, `nbf` and `iat` are checked against the injected clock (not the ambient one) with at
+//! most 60 s of skew: a token issued in the future is refused like one not yet valid.
+//! `principal_type: service_account` is reserved for this service's own tokens (only it can
+//! vouch that the credential behind one exists); an external issuer's token claiming it is
+//! refused.
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use iam_domain::{
     CredentialId, OrgId, Principal, PrincipalKind, RoleSlug, Scope, ScopeTarget, Subject,
 };
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -79,8 +77,6 @@ pub struct AccessClaims {
 struct TrustedKey {
     key: DecodingKey,
     issuer: String,
-    /// One of this service's keys (else an external issuer's).
-    own: bool,
 }
 
 /// Why a token was refused. Callers see one uniform 401; this is for logs.
@@ -109,7 +105,7 @@ pub enum TokenError {
     BadClaims(&'static str),
 }
 
-/// Verifies bearer tokens against the trusted keys.
+/// Verifies bearer tokens against this service's own keys.
 pub struct TokenVerifier {
     keys: HashMap<String, TrustedKey>,
     audience: String,
@@ -136,78 +132,8 @@ impl TokenVerifier {
             TrustedKey {
                 key: key.decoding_key(),
                 issuer: issuer.to_owned(),
-                own: true,
             },
         );
-    }
-
-    /// Trusts every Ed25519 key of a JWKS document for tokens issued by `issuer`.
-    /// Returns how many keys were added.
-    ///
-    /// Keys of other types (RSA, EC) and keys marked for encryption are skipped.
-    ///
-    /// # Errors
-    /// [`KeyError::InvalidJwks`] when the document does not parse, a key lacks a `kid`, reuses
-    /// a `kid` already trusted, is not a 32-byte Ed25519 key or names another algorithm, or
-    /// when the document holds no usable key at all.
-    pub fn trust_jwks(&mut self, jwks_json: &str, issuer: &str) -> Result<usize, KeyError> {
-        let set: JwkSet =
-            serde_json::from_str(jwks_json).map_err(|e| KeyError::InvalidJwks(e.to_string()))?;
-        let mut added = 0;
-        for jwk in &set.keys {
-            let AlgorithmParameters::OctetKeyPair(params) = &jwk.algorithm else {
-                continue;
-            };
-            if params.curve != EllipticCurve::Ed25519
-                || jwk
-                    .common
-                    .public_key_use
-                    .as_ref()
-                    .is_some_and(|u| *u != PublicKeyUse::Signature)
-            {
-                continue;
-            }
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| KeyError::InvalidJwks("a key has no kid".into()))?;
-            if jwk
-                .common
-                .key_algorithm
-                .is_some_and(|alg| alg != KeyAlgorithm::EdDSA)
-            {
-                return Err(KeyError::InvalidJwks(format!(
-                    "key {kid}: alg is not EdDSA"
-                )));
-            }
-            if self.keys.contains_key(&kid) {
-                return Err(KeyError::InvalidJwks(format!(
-                    "key {kid}: kid already trusted"
-                )));
-            }
-            let x = URL_SAFE_NO_PAD
-                .decode(&params.x)
-                .map_err(|_| KeyError::InvalidJwks(format!("key {kid}: x is not base64url")))?;
-            if x.len() != 32 {
-                return Err(KeyError::InvalidJwks(format!(
-                    "key {kid}: not an Ed25519 key"
-                )));
-            }
-            self.keys.insert(
-                kid,
-                TrustedKey {
-                    key: DecodingKey::from_ed_der(&x),
-                    issuer: issuer.to_owned(),
-                    own: false,
-                },
-            );
-            added += 1;
-        }
-        if added == 0 {
-            return Err(KeyError::InvalidJwks("no Ed25519 signing key".into()));
-        }
-        Ok(added)
     }
 
     /// Verifies `token` at time `now` and builds the calling principal.
@@ -220,11 +146,13 @@ impl TokenVerifier {
         now: OffsetDateTime,
     ) -> Result<(AccessClaims, Principal), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        // An unknown (or absent) kid first: the token may be an external issuer's, whatever
+        // its algorithm; one of ours is EdDSA.
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let trusted = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Malformed);
         }
-        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-        let trusted = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
 
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(&[&self.audience]);
@@ -249,16 +177,12 @@ impl TokenVerifier {
             return Err(TokenError::IssuedInFuture);
         }
         let principal = principal_from(&claims)?;
-        if !trusted.own && principal.kind == PrincipalKind::ServiceAccount {
-            return Err(TokenError::BadClaims(
-                "principal_type service_account from an external issuer",
-            ));
-        }
         Ok((claims, principal))
     }
 }
 
-fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
+/// The principal `claims` describe.
+pub(crate) fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
     let scope = claims
         .scope
         .parse::<Scope>()
@@ -291,6 +215,8 @@ fn principal_from(claims: &AccessClaims) -> Result<Principal, TokenError> {
 mod tests {
     use time::macros::datetime;
 
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::{EncodingKey, Header};
 
     use super::*;
@@ -467,60 +393,6 @@ mod tests {
                 .verify(&signer.sign(&early).unwrap(), now())
                 .unwrap_err(),
             TokenError::IssuedInFuture
-        );
-    }
-
-    #[test]
-    fn only_own_keys_may_vouch_for_service_account_tokens() {
-        let external = Ed25519Key::generate().unwrap();
-        let jwks = serde_json::json!({ "keys": [external.public_jwk()] }).to_string();
-        let (own, mut verifier) = setup();
-        verifier.trust_jwks(&jwks, "https://idp.test").unwrap();
-        let mut sa = claims(now().unix_timestamp() + 60);
-        sa.principal_type = "service_account".into();
-        sa.credential_id = Some("cred-abc".into());
-        let ours = TokenSigner::new(&own).unwrap().sign(&sa).unwrap();
-        assert!(verifier.verify(&ours, now()).is_ok());
-        sa.iss = "https://idp.test".into();
-        let theirs = TokenSigner::new(&external).unwrap().sign(&sa).unwrap();
-        assert!(matches!(
-            verifier.verify(&theirs, now()),
-            Err(TokenError::BadClaims(_))
-        ));
-        sa.principal_type = "user".into();
-        let user = TokenSigner::new(&external).unwrap().sign(&sa).unwrap();
-        assert!(
-            verifier.verify(&user, now()).is_ok(),
-            "their users are fine"
-        );
-    }
-
-    #[test]
-    fn jwks_keys_are_trusted_for_their_issuer_and_short_keys_rejected() {
-        let external = Ed25519Key::generate().unwrap();
-        let jwks = serde_json::json!({ "keys": [external.public_jwk()] }).to_string();
-        let mut verifier = TokenVerifier::new("k0rdent");
-        assert_eq!(verifier.trust_jwks(&jwks, "https://idp.test").unwrap(), 1);
-        let mut c = claims(now().unix_timestamp() + 60);
-        c.iss = "https://idp.test".into();
-        let token = TokenSigner::new(&external).unwrap().sign(&c).unwrap();
-        assert!(verifier.verify(&token, now()).is_ok());
-
-        let short = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"k"}]}"#;
-        assert!(verifier.trust_jwks(short, "x").is_err());
-        let duplicate = serde_json::json!({ "keys": [external.public_jwk()] }).to_string();
-        assert!(
-            verifier
-                .trust_jwks(&duplicate, "https://other.test")
-                .is_err(),
-            "kid reuse"
-        );
-        let mut encryption = Ed25519Key::generate().unwrap().public_jwk();
-        encryption["use"] = "enc".into();
-        let only_encryption = serde_json::json!({ "keys": [encryption] }).to_string();
-        assert!(
-            verifier.trust_jwks(&only_encryption, "x").is_err(),
-            "no signing key"
         );
     }
 }

@@ -13,6 +13,8 @@ pub mod client_ip;
 pub mod credentials;
 pub mod deadline;
 pub mod error;
+pub mod external_issuer;
+pub mod federated_credentials;
 pub mod header_limit;
 pub mod health;
 pub mod idempotency;
@@ -33,7 +35,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
 use iam_domain::ports::{Adapters, IdempotencyStore, Readiness};
-use iam_domain::{CredentialAdmin, ServiceAccountAdmin, TokenService};
+use iam_domain::{CredentialAdmin, FederationAdmin, ServiceAccountAdmin, TokenService};
 
 use crate::error::{ApiError, ErrorDetail};
 use crate::page_token::PageTokenCodec;
@@ -54,6 +56,8 @@ pub struct AppState<A: HttpAdapters> {
     pub admin: ServiceAccountAdmin<A>,
     /// The credential use cases.
     pub credentials: CredentialAdmin<A>,
+    /// Federated credential use cases (SPEC §9).
+    pub federation: FederationAdmin<A>,
     /// Token minting, liveness and revocation.
     pub tokens: TokenService<A>,
     /// Signs minted tokens; publishes keys and metadata.
@@ -135,6 +139,22 @@ pub fn routes<A: HttpAdapters>() -> Vec<Route> {
             |r| {
                 read_only(r, credentials::get::<A>)
                     .route(web::delete().to(credentials::delete::<A>))
+            },
+        ),
+        Route::new(
+            format!("{base}/{{serviceAccountId}}/federated-credentials"),
+            "GET, HEAD, POST",
+            |r| {
+                read_only(r, federated_credentials::list::<A>)
+                    .route(web::post().to(federated_credentials::create::<A>))
+            },
+        ),
+        Route::new(
+            format!("{base}/{{serviceAccountId}}/federated-credentials/{{id}}"),
+            "GET, HEAD, DELETE",
+            |r| {
+                read_only(r, federated_credentials::get::<A>)
+                    .route(web::delete().to(federated_credentials::delete::<A>))
             },
         ),
         Route::new("/v1/regions/global/auth/token", "POST", |r| {

@@ -14,6 +14,7 @@
 //! | `iam_db_pool_connections` | `state` (`in_use`, `idle`, `max`, `waiting`) | The connection pool, at scrape time |
 //! | `iam_usage_pending_records` | — | Last-use records waiting to be written |
 //! | `iam_usage_flush_lag_seconds` | — | Time since last-use records were last written (or found none to write) |
+//! | `iam_jwks_fetches_total` | `outcome` (`ok`, `failed`) | JWKS and OIDC discovery fetches of external issuers |
 //! | `iam_build_info` | `version` | Always 1 |
 //!
 //! Scrape-time values (pool, usage) come from [`Metrics::on_scrape`] hooks the server
@@ -120,6 +121,24 @@ struct MintLabels {
     outcome: MintOutcome,
 }
 
+/// How a JWKS (or OIDC discovery) fetch of an external issuer ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(
+    non_camel_case_types,
+    reason = "label values in Prometheus' snake case"
+)]
+pub enum FetchOutcome {
+    /// Fetched and parsed.
+    ok,
+    /// Timed out, refused, too large, not 2xx, or not a JWKS.
+    failed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    outcome: FetchOutcome,
+}
+
 /// A state of the connection pool.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(
@@ -159,6 +178,7 @@ pub struct Metrics {
     pool: Family<PoolLabels, Gauge>,
     usage_pending: Gauge,
     usage_lag: Gauge<f64, AtomicU64>,
+    jwks_fetches: Family<FetchLabels, Counter>,
     hooks: Vec<ScrapeHook>,
 }
 
@@ -206,6 +226,15 @@ impl Metrics {
             "Seconds since last-use records were last written (or found none to write)",
             usage_lag.clone(),
         );
+        let jwks_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "iam_jwks_fetches",
+            "JWKS and OIDC discovery fetches of external issuers, by outcome",
+            jwks_fetches.clone(),
+        );
+        for outcome in [FetchOutcome::ok, FetchOutcome::failed] {
+            drop(jwks_fetches.get_or_create(&FetchLabels { outcome }));
+        }
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -221,6 +250,7 @@ impl Metrics {
             pool,
             usage_pending,
             usage_lag,
+            jwks_fetches,
             hooks: Vec::new(),
         }
     }
@@ -263,6 +293,14 @@ impl Metrics {
         self.usage_pending
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
         self.usage_lag.set(since_flush.as_secs_f64());
+    }
+
+    /// Sets the JWKS fetch counters to the fetcher's own monotonic counts (at scrape time).
+    pub fn set_jwks_fetches(&self, ok: u64, failed: u64) {
+        for (outcome, total) in [(FetchOutcome::ok, ok), (FetchOutcome::failed, failed)] {
+            let counter = self.jwks_fetches.get_or_create(&FetchLabels { outcome });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The scrape: every series in the `OpenMetrics` text format.

@@ -1,6 +1,7 @@
 //! The standard OAuth2 token request (RFC 6749 §4.4): the form body, client authentication
-//! by `client_secret_basic` (RFC 6749 §2.3.1) or `client_secret_post`, and the §5.2 error
-//! responses. Every buffer that holds the client secret is zeroed on drop.
+//! by `client_secret_basic` (RFC 6749 §2.3.1), `client_secret_post`, or a workload's token
+//! as `client_assertion` (RFC 7523 §2.2, SPEC §9), and the §5.2 error responses. Every buffer
+//! that holds the client secret is zeroed on drop.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -77,6 +78,17 @@ fn basic_credentials(req: &HttpRequest) -> Option<Result<(String, Secret), ()>> 
 /// A client secret as this module holds it: zeroed on drop.
 pub(crate) type Secret = Zeroizing<String>;
 
+/// `client_assertion_type` of a JWT used for client authentication (RFC 7523 §2.2).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How a token request authenticates its client.
+pub(crate) enum ClientAuth {
+    /// A client secret.
+    Secret(Secret),
+    /// A token of an issuer the account is federated with (SPEC §9).
+    Assertion(String),
+}
+
 /// Decodes one `application/x-www-form-urlencoded` value (`+` is a space, `%XX` a byte) into a
 /// buffer zeroed on drop; `None` for a malformed escape or invalid UTF-8.
 fn form_decode(raw: &str) -> Option<Secret> {
@@ -128,7 +140,7 @@ impl Drop for FormPairs {
 pub(crate) fn oauth_request(
     req: &HttpRequest,
     bytes: &[u8],
-) -> Result<(String, Secret, Narrowing), OAuthError> {
+) -> Result<(String, ClientAuth, Narrowing), OAuthError> {
     let form_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -163,12 +175,22 @@ pub(crate) fn oauth_request(
             Ok(first)
         }
     };
-    let (Ok(grant_type), Ok(scope), Ok(body_id), Ok(body_secret)) = (
+    let (
+        Ok(grant_type),
+        Ok(scope),
+        Ok(body_id),
+        Ok(body_secret),
+        Ok(assertion_type),
+        Ok(assertion),
+    ) = (
         get("grant_type"),
         get("scope"),
         get("client_id"),
         get("client_secret"),
-    ) else {
+        get("client_assertion_type"),
+        get("client_assertion"),
+    )
+    else {
         return Err(invalid("a parameter was given more than once"));
     };
     match grant_type {
@@ -182,6 +204,69 @@ pub(crate) fn oauth_request(
             ));
         }
     }
+    let (client_id, client_auth) = if assertion_type.is_some() || assertion.is_some() {
+        let basic = req.headers().contains_key(header::AUTHORIZATION);
+        if basic || body_secret.is_some() {
+            return Err(invalid("use one client authentication method, not two"));
+        }
+        assertion_auth(assertion_type, assertion, body_id)?
+    } else {
+        secret_auth(req, body_id, body_secret)?
+    };
+    // An empty scope parameter counts as omitted (RFC 6749 §3.1).
+    let roles = match scope.filter(|s| !s.trim().is_empty()).map(|s| {
+        s.split_whitespace()
+            .map(RoleSlug::parse)
+            .collect::<Result<Vec<_>, _>>()
+    }) {
+        None => None,
+        Some(Ok(roles)) => Some(roles),
+        Some(Err(_)) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "scope lists role slugs",
+            ));
+        }
+    };
+    Ok((
+        client_id,
+        client_auth,
+        Narrowing {
+            roles,
+            ..Narrowing::default()
+        },
+    ))
+}
+
+/// RFC 7523 client authentication: the client id and the workload's assertion.
+fn assertion_auth(
+    assertion_type: Option<&str>,
+    assertion: Option<&str>,
+    body_id: Option<&str>,
+) -> Result<(String, ClientAuth), OAuthError> {
+    let invalid = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", d);
+    match (assertion_type, assertion, body_id) {
+        (Some(JWT_BEARER), Some(assertion), Some(id)) => {
+            Ok((id.to_owned(), ClientAuth::Assertion(assertion.to_owned())))
+        }
+        (Some(JWT_BEARER), Some(_), None) => {
+            Err(invalid("client_id is required with client_assertion"))
+        }
+        (Some(JWT_BEARER), None, _) => Err(invalid("client_assertion is required")),
+        _ => Err(invalid(&format!(
+            "client_assertion_type must be {JWT_BEARER}"
+        ))),
+    }
+}
+
+/// `client_secret_basic` or `client_secret_post`: the client id and secret.
+fn secret_auth(
+    req: &HttpRequest,
+    body_id: Option<&str>,
+    body_secret: Option<&str>,
+) -> Result<(String, ClientAuth), OAuthError> {
+    let invalid = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", d);
     let (client_id, client_secret) = match (basic_credentials(req), body_id, body_secret) {
         // client_secret_basic; a client_id in the body too is allowed if it is the same.
         (Some(Ok(pair)), id, None) if id.is_none_or(|id| id == pair.0) => pair,
@@ -204,30 +289,7 @@ pub(crate) fn oauth_request(
             ));
         }
     };
-    // An empty scope parameter counts as omitted (RFC 6749 §3.1).
-    let roles = match scope.filter(|s| !s.trim().is_empty()).map(|s| {
-        s.split_whitespace()
-            .map(RoleSlug::parse)
-            .collect::<Result<Vec<_>, _>>()
-    }) {
-        None => None,
-        Some(Ok(roles)) => Some(roles),
-        Some(Err(_)) => {
-            return Err(oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                "scope lists role slugs",
-            ));
-        }
-    };
-    Ok((
-        client_id,
-        client_secret,
-        Narrowing {
-            roles,
-            ..Narrowing::default()
-        },
-    ))
+    Ok((client_id, ClientAuth::Secret(client_secret)))
 }
 
 #[cfg(test)]

@@ -2,13 +2,15 @@
 //!
 //! Every operation carries `x-visibility: [public, internal]`, as the published contract does.
 
-use iam_domain::{Description, DisplayName, RoleSlug, resource_id};
+use iam_domain::{
+    Audience, Description, DisplayName, ExternalSubject, Issuer, RoleSlug, resource_id,
+};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, ErrorEnvelope};
-use crate::{credentials, health, service_accounts, token_endpoints};
+use crate::{credentials, federated_credentials, health, service_accounts, token_endpoints};
 
 /// The API description served at `GET /openapi.json`.
 #[derive(OpenApi)]
@@ -27,6 +29,10 @@ use crate::{credentials, health, service_accounts, token_endpoints};
         credentials::create,
         credentials::get,
         credentials::delete,
+        federated_credentials::list,
+        federated_credentials::create,
+        federated_credentials::get,
+        federated_credentials::delete,
         token_endpoints::mint,
         token_endpoints::oauth2_token,
         token_endpoints::introspect,
@@ -47,6 +53,9 @@ use crate::{credentials, health, service_accounts, token_endpoints};
         credentials::CreatedCredentialBody,
         credentials::CredentialList,
         credentials::CreateCredentialBody,
+        federated_credentials::FederatedCredentialView,
+        federated_credentials::FederatedCredentialList,
+        federated_credentials::CreateFederatedCredentialBody,
         token_endpoints::TokenResponse,
         token_endpoints::TokenRequestBody,
         token_endpoints::TokenBody,
@@ -63,7 +72,7 @@ use crate::{credentials, health, service_accounts, token_endpoints};
     )),
     modifiers(&Conventions),
     tags(
-        (name = "serviceaccounts", description = "Service accounts (machine principals of an organization) and their client secrets, as in the published k0rdent API."),
+        (name = "serviceaccounts", description = "Service accounts (machine principals of an organization), their client secrets as in the published k0rdent API, and their federated credentials (workload identity federation: tokens of a trusted issuer instead of a secret)."),
         (name = "Auth", description = "Tokens for service accounts (client credentials)."),
     )
 )]
@@ -151,6 +160,16 @@ fn link_created(operation: &mut utoipa::openapi::path::Operation) {
                 "createServiceAccountCredential",
                 &[("serviceAccountId", ACCOUNT_ID)],
             ),
+            (
+                "ListServiceAccountFederatedCredentials",
+                "listServiceAccountFederatedCredentials",
+                &[("serviceAccountId", ACCOUNT_ID)],
+            ),
+            (
+                "CreateServiceAccountFederatedCredential",
+                "createServiceAccountFederatedCredential",
+                &[("serviceAccountId", ACCOUNT_ID)],
+            ),
         ],
         Some("createServiceAccountCredential") => &[
             (
@@ -164,6 +183,24 @@ fn link_created(operation: &mut utoipa::openapi::path::Operation) {
             (
                 "DeleteServiceAccountCredential",
                 "deleteServiceAccountCredential",
+                &[
+                    ("serviceAccountId", "$response.body#/serviceAccountId"),
+                    ("id", "$response.body#/id"),
+                ],
+            ),
+        ],
+        Some("createServiceAccountFederatedCredential") => &[
+            (
+                "GetServiceAccountFederatedCredential",
+                "getServiceAccountFederatedCredential",
+                &[
+                    ("serviceAccountId", "$response.body#/serviceAccountId"),
+                    ("id", "$response.body#/id"),
+                ],
+            ),
+            (
+                "DeleteServiceAccountFederatedCredential",
+                "deleteServiceAccountFederatedCredential",
                 &[
                     ("serviceAccountId", "$response.body#/serviceAccountId"),
                     ("id", "$response.body#/id"),
@@ -313,6 +350,7 @@ pub fn json() -> String {
             format!("^\\s*({slug}(\\s+{slug})*)?\\s*$").into(),
         );
     }
+    client_authentication(&mut document);
     // A PATCH must name at least one field (else 400 `EMPTY_PATCH`).
     if let Some(patch) = document
         .pointer_mut("/components/schemas/PatchServiceAccountBody")
@@ -321,6 +359,23 @@ pub fn json() -> String {
         patch.insert("minProperties".to_owned(), 1.into());
     }
     document.to_string()
+}
+
+/// SPEC §9: `client_assertion_type` has one value. (That a request authenticates with a
+/// secret or an assertion, never both, stays prose: a `oneOf` here would turn the body into
+/// a union that generated clients handle badly; `schemathesis.toml` notes the rule.)
+fn client_authentication(document: &mut serde_json::Value) {
+    use serde_json::json;
+    for schema in ["TokenRequestBody", "OAuthTokenForm"] {
+        if let Some(kind) = document
+            .pointer_mut(&format!(
+                "/components/schemas/{schema}/properties/client_assertion_type"
+            ))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            kind.insert("enum".to_owned(), json!([crate::oauth_form::JWT_BEARER]));
+        }
+    }
 }
 
 /// utoipa 5 serializes a link's `operationId` as `operation_id` (and `requestBody` as
@@ -373,6 +428,10 @@ enum Limit {
     Description,
     /// A list of role slugs.
     Roles,
+    /// An issuer, subject or audience of an external token (the same rules for each).
+    ClaimValue,
+    /// A list of audiences.
+    Audiences,
 }
 
 /// Which schema properties the domain constrains: the lengths and patterns come from the
@@ -399,6 +458,26 @@ const LIMITS: &[(&str, &str, Limit)] = &[
     ("PatchServiceAccountBody", "displayName", Limit::DisplayName),
     ("PatchServiceAccountBody", "description", Limit::Description),
     ("PatchServiceAccountBody", "roles", Limit::Roles),
+    ("FederatedCredential", "issuer", Limit::ClaimValue),
+    ("FederatedCredential", "subject", Limit::ClaimValue),
+    ("FederatedCredential", "audiences", Limit::Audiences),
+    ("FederatedCredential", "description", Limit::Description),
+    ("CreateFederatedCredentialBody", "issuer", Limit::ClaimValue),
+    (
+        "CreateFederatedCredentialBody",
+        "subject",
+        Limit::ClaimValue,
+    ),
+    (
+        "CreateFederatedCredentialBody",
+        "audiences",
+        Limit::Audiences,
+    ),
+    (
+        "CreateFederatedCredentialBody",
+        "description",
+        Limit::Description,
+    ),
 ];
 
 /// Writes the domain's constraints into the schemas [`LIMITS`] names.
@@ -427,6 +506,16 @@ fn apply_domain_limits(document: &mut serde_json::Value) {
                 target,
                 json!({"maxLength": Description::MAX_LEN, "pattern": Description::PATTERN}),
             ),
+            Limit::ClaimValue => (target, claim_value_limits()),
+            Limit::Audiences => {
+                let items = target
+                    .entry("items")
+                    .or_insert_with(|| json!({"type": "string"}));
+                let Some(items) = items.as_object_mut() else {
+                    continue;
+                };
+                (items, claim_value_limits())
+            }
             Limit::Roles => {
                 let items = target
                     .entry("items")
@@ -444,6 +533,14 @@ fn apply_domain_limits(document: &mut serde_json::Value) {
             target.extend(constraints);
         }
     }
+}
+
+/// The rules of [`Issuer`], [`ExternalSubject`] and [`Audience`] (one set: they share it).
+fn claim_value_limits() -> serde_json::Value {
+    const _: () = assert!(
+        Issuer::MAX_LEN == ExternalSubject::MAX_LEN && Issuer::MAX_LEN == Audience::MAX_LEN
+    );
+    serde_json::json!({"minLength": 1, "maxLength": Issuer::MAX_LEN, "pattern": Issuer::PATTERN})
 }
 
 #[cfg(test)]
@@ -464,6 +561,6 @@ mod tests {
                 operations += 1;
             }
         }
-        assert_eq!(operations, 19);
+        assert_eq!(operations, 23);
     }
 }

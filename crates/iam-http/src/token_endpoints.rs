@@ -20,7 +20,7 @@ use crate::body::{self, Fields, Presence};
 use crate::caller::{Authenticator, Caller};
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
 use crate::jwt::{AccessClaims, Audience, TokenSigner, VerificationKey};
-use crate::oauth_form::{oauth_error, oauth_request};
+use crate::oauth_form::{ClientAuth, JWT_BEARER, oauth_error, oauth_request};
 use crate::{AppState, HttpAdapters};
 use crate::{client_ip, metrics};
 
@@ -116,8 +116,16 @@ pub struct TokenRequestBody {
     grant_type: String,
     /// The service account's client id, `{id}@{orgSlug}.iam`.
     client_id: String,
-    /// The client secret, `plt_cs_…`.
-    client_secret: String,
+    /// The client secret, `plt_cs_…` (or authenticate with `client_assertion`).
+    #[schema(nullable = false)]
+    client_secret: Option<String>,
+    /// With `client_assertion`: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    #[schema(nullable = false)]
+    client_assertion_type: Option<String>,
+    /// A token of an issuer one of the account's federated credentials trusts (SPEC §9),
+    /// instead of a client secret.
+    #[schema(nullable = false, min_length = 1)]
+    client_assertion: Option<String>,
     /// Ask for less than the account has (`null`: as omitted).
     scope_narrowing: Option<ScopeNarrowing>,
 }
@@ -148,8 +156,9 @@ pub struct ScopeNarrowing {
 }
 
 /// The form of `POST /oauth2/token` (RFC 6749 §4.4; documentation, parsed field by field).
-/// The client authenticates with `Authorization: Basic` (`client_secret_basic`) or with
-/// `client_id` and `client_secret` in the form (`client_secret_post`), not both.
+/// The client authenticates with `Authorization: Basic` (`client_secret_basic`), with
+/// `client_id` and `client_secret` in the form (`client_secret_post`), or with `client_id` and
+/// a federated token as `client_assertion` (RFC 7523 §2.2, SPEC §9): one of them.
 #[derive(ToSchema)]
 #[expect(
     dead_code,
@@ -167,6 +176,13 @@ pub struct OAuthTokenForm {
     /// With `client_secret_post`.
     #[schema(nullable = false)]
     client_secret: Option<String>,
+    /// With a federated token: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    #[schema(nullable = false)]
+    client_assertion_type: Option<String>,
+    /// A token of an issuer one of the account's federated credentials trusts (SPEC §9);
+    /// `client_id` is then required.
+    #[schema(nullable = false)]
+    client_assertion: Option<String>,
 }
 
 /// Body of introspection and revocation (documentation; parsed field by field).
@@ -272,13 +288,15 @@ pub async fn mint<A: HttpAdapters>(
             "grant_type",
             "client_id",
             "client_secret",
+            "client_assertion_type",
+            "client_assertion",
             "scope_narrowing",
         ],
         &[],
     );
     let grant_type = f.required_string("grant_type");
     let client_id = f.required_string("client_id");
-    let client_secret = f.required_string("client_secret").map(Zeroizing::new);
+    let client_auth = client_auth(&mut f);
     let narrowing = match f.object("scope_narrowing") {
         Presence::Value(mut n) => {
             n.reject_unknown(&["scope", "scopeId", "roles"], &[]);
@@ -309,8 +327,8 @@ pub async fn mint<A: HttpAdapters>(
         _ => Narrowing::default(),
     };
     f.finish()?;
-    let (Some(grant_type), Some(client_id), Some(client_secret)) =
-        (grant_type, client_id, client_secret)
+    let (Some(grant_type), Some(client_id), Some(client_auth)) =
+        (grant_type, client_id, client_auth)
     else {
         tracing::error!("token request passed validation without its required fields");
         return Err(ApiError::internal());
@@ -322,13 +340,7 @@ pub async fn mint<A: HttpAdapters>(
             "only client_credentials is supported",
         )]));
     }
-    let ip = client_ip::of(&req);
-    let minted = state
-        .tokens
-        .mint(&client_id, &client_secret, &narrowing, ip)
-        .await;
-    metrics::record_mint(&req, &minted);
-    match minted {
+    match mint_for(&state, &req, &client_id, &client_auth, &narrowing).await {
         Ok(grant) => token_response(&state, &grant),
         Err(MintError::Throttled { retry_after }) => Err(ApiError::too_many_requests(retry_after)),
         Err(MintError::InvalidClient) => Err(ApiError::invalid_client()),
@@ -360,17 +372,11 @@ pub async fn oauth2_token<A: HttpAdapters>(
 ) -> Result<HttpResponse, ApiError> {
     // The body may hold the client secret (client_secret_post): zeroed on drop.
     let bytes = body::read_sensitive(payload).await?;
-    let (client_id, client_secret, narrowing) = match oauth_request(&req, &bytes) {
+    let (client_id, client_auth, narrowing) = match oauth_request(&req, &bytes) {
         Ok(request) => request,
         Err(refusal) => return Ok(refusal.response()),
     };
-    let ip = client_ip::of(&req);
-    let minted = state
-        .tokens
-        .mint(&client_id, &client_secret, &narrowing, ip)
-        .await;
-    metrics::record_mint(&req, &minted);
-    match minted {
+    match mint_for(&state, &req, &client_id, &client_auth, &narrowing).await {
         Ok(grant) => token_response(&state, &grant),
         Err(MintError::Throttled { retry_after }) => Ok(oauth_error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -393,6 +399,80 @@ pub async fn oauth2_token<A: HttpAdapters>(
         }
         Err(MintError::Store(e)) => Err(e.into()),
         Err(MintError::Internal(cause)) => Err(ApiError::internal_because(&*cause)),
+    }
+}
+
+/// Mints with a secret or a federated token, and counts the outcome.
+async fn mint_for<A: HttpAdapters>(
+    state: &AppState<A>,
+    req: &HttpRequest,
+    client_id: &str,
+    auth: &ClientAuth,
+    narrowing: &Narrowing,
+) -> Result<Grant, MintError> {
+    let ip = client_ip::of(req);
+    let minted = match auth {
+        ClientAuth::Secret(secret) => state.tokens.mint(client_id, secret, narrowing, ip).await,
+        ClientAuth::Assertion(assertion) => {
+            state
+                .tokens
+                .mint_with_assertion(client_id, assertion, narrowing, ip)
+                .await
+        }
+    };
+    metrics::record_mint(req, &minted);
+    minted
+}
+
+/// The client authentication of a JSON token request: `client_secret`, or
+/// `client_assertion_type` + `client_assertion` (never both); errors go to `f`.
+fn client_auth(f: &mut Fields) -> Option<ClientAuth> {
+    let assertion_type = f.string("client_assertion_type");
+    let assertion = f.string("client_assertion");
+    if matches!(
+        (&assertion_type, &assertion),
+        (Presence::Absent, Presence::Absent)
+    ) {
+        return f
+            .required_string("client_secret")
+            .map(|secret| ClientAuth::Secret(Zeroizing::new(secret)));
+    }
+    if !matches!(f.string("client_secret"), Presence::Absent) {
+        f.error(
+            "client_secret",
+            "NOT_ALLOWED",
+            "use one client authentication method: client_secret or client_assertion",
+        );
+    }
+    match assertion_type {
+        Presence::Value(kind) if kind == JWT_BEARER => {}
+        Presence::Invalid => {}
+        Presence::Value(_) => f.error(
+            "client_assertion_type",
+            "INVALID_VALUE",
+            &format!("must be {JWT_BEARER}"),
+        ),
+        Presence::Absent | Presence::Null => f.error(
+            "client_assertion_type",
+            "REQUIRED",
+            "required with client_assertion",
+        ),
+    }
+    match assertion {
+        Presence::Value(token) if !token.is_empty() => Some(ClientAuth::Assertion(token)),
+        Presence::Invalid => None,
+        Presence::Value(_) => {
+            f.error("client_assertion", "TOO_SHORT", "must not be empty");
+            None
+        }
+        Presence::Absent | Presence::Null => {
+            f.error(
+                "client_assertion",
+                "REQUIRED",
+                "required with client_assertion_type",
+            );
+            None
+        }
     }
 }
 
@@ -428,7 +508,7 @@ pub async fn introspect(
     let bytes = body::read(payload).await?;
     let token = token_field(&req, &bytes)?;
     let inactive = || HttpResponse::Ok().json(json!({ "active": false }));
-    let Ok((claims, target)) = authenticator.verify(&token) else {
+    let Ok((claims, target)) = authenticator.verify(&token).await else {
         return Ok(inactive());
     };
     let expired = claims.exp <= authenticator.now().unix_timestamp();
@@ -464,7 +544,7 @@ pub async fn revoke<A: HttpAdapters>(
 ) -> Result<HttpResponse, ApiError> {
     let bytes = body::read(payload).await?;
     let token = token_field(&req, &bytes)?;
-    if let Ok((claims, target)) = authenticator.verify(&token) {
+    if let Ok((claims, target)) = authenticator.verify(&token).await {
         state.tokens.revoke(&caller, &target, claims.exp).await?;
     }
     Ok(HttpResponse::Ok().json(json!({ "revoked": true })))

@@ -7,6 +7,7 @@
 //! - [`PgStore`]: one cheaply cloneable handle implementing
 //!   [`ServiceAccountStore`](iam_domain::ports::ServiceAccountStore),
 //!   [`CredentialStore`](iam_domain::ports::CredentialStore),
+//!   [`FederatedCredentialStore`](iam_domain::ports::FederatedCredentialStore),
 //!   [`TokenStore`](iam_domain::ports::TokenStore),
 //!   [`Directory`](iam_domain::ports::Directory),
 //!   [`IdempotencyStore`](iam_domain::ports::IdempotencyStore) and
@@ -29,6 +30,7 @@ mod audit;
 mod credential_store;
 mod directory;
 mod error;
+mod federated_store;
 mod idempotency;
 mod keyset;
 mod migrations;

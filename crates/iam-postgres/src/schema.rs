@@ -30,6 +30,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    federated_credentials (uid) {
+        uid -> Uuid,
+        org_id -> Text,
+        service_account_uid -> Uuid,
+        id -> Text,
+        issuer -> Text,
+        subject -> Text,
+        audiences -> Array<Nullable<Text>>,
+        description -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        last_used_ip -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     idempotency_keys (org_id, subject, key) {
         org_id -> Text,
         subject -> Text,
@@ -101,18 +118,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    trusted_issuers (org_id, issuer) {
+        org_id -> Text,
+        issuer -> Text,
+        jwks_uri -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(credentials -> service_accounts (service_account_uid));
+diesel::joinable!(federated_credentials -> service_accounts (service_account_uid));
 diesel::joinable!(projects -> organizations (org_id));
 diesel::joinable!(roles -> organizations (org_id));
 diesel::joinable!(service_accounts -> organizations (org_id));
+diesel::joinable!(trusted_issuers -> organizations (org_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     credentials,
+    federated_credentials,
     idempotency_keys,
     organizations,
     projects,
     revoked_tokens,
     roles,
     service_accounts,
+    trusted_issuers,
 );

@@ -11,6 +11,9 @@
 //!   Both are cacheable prepared statements; the revocation check is one short range of the
 //!   primary key `(jti, issuer)`, the credential check two unique-index probes (the lookup of
 //!   a mint).
+//!   A token minted with a federated credential (its `credential_id` starts with `fc-`) is
+//!   checked the same way against `federated_credentials`, joined with `trusted_issuers`, so
+//!   an issuer the operator stops trusting stops its tokens too.
 //! - `revoke` is one `INSERT … ON CONFLICT (jti, issuer) DO NOTHING`: revoking twice is not an
 //!   error and keeps the first record.
 //! - [`PgStore::purge_expired_revocations`] deletes the records of tokens that expired (a
@@ -19,6 +22,7 @@
 use diesel::dsl::{exists, not};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use iam_domain::federated_credential::is_federated;
 use iam_domain::ports::{StoreError, TokenRef, TokenStore};
 use iam_domain::resource_id::{CredentialId, OrgId};
 use iam_domain::service_account::{ClientId, ServiceAccountStatus};
@@ -26,7 +30,8 @@ use time::OffsetDateTime;
 
 use crate::credential_store::credential_of_client;
 use crate::error::DbError;
-use crate::schema::{credentials, revoked_tokens, service_accounts};
+use crate::federated_store::federated_of_client;
+use crate::schema::{credentials, federated_credentials, revoked_tokens, service_accounts};
 use crate::store::PgStore;
 
 /// The issuer of revocations recorded before revocations named their issuer; they apply to
@@ -82,6 +87,23 @@ fn service_account_token_live<'a>(
     let credential_live: credential_live<'a> =
         credential_live(client_id, id, now, ServiceAccountStatus::Active.as_str());
     diesel::dsl::select(not_revoked.and(credential_live))
+}
+
+/// The `SELECT` of `is_live` for a token minted with federated credential `id`: not revoked,
+/// the credential exists and belongs to the active account `client_id`, whose organization
+/// still trusts the credential's issuer.
+#[diesel::dsl::auto_type]
+fn federated_token_live<'a>(token: TokenRef<'a>, client_id: &'a str, id: &'a str) -> _ {
+    let not_revoked: not_revoked<'a> = not_revoked(token.id, [token.issuer, LEGACY_ISSUER]);
+    let credential: federated_of_client<'a> = federated_of_client(client_id, id);
+    let active: &'static str = ServiceAccountStatus::Active.as_str();
+    diesel::dsl::select(
+        not_revoked.and(exists(
+            credential
+                .filter(service_accounts::status.eq(active))
+                .select(federated_credentials::uid),
+        )),
+    )
 }
 
 /// A `revoked_tokens` row as inserted (`revoked_at` defaults to the database's `now()`).
@@ -142,6 +164,11 @@ impl TokenStore for PgStore {
         let mut conn = self.conn().await?;
         let live = match service_account {
             None => user_token_live(token).get_result::<bool>(&mut conn).await,
+            Some((client_id, id)) if is_federated(id) => {
+                federated_token_live(token, client_id.as_str(), id.as_str())
+                    .get_result::<bool>(&mut conn)
+                    .await
+            }
             Some((client_id, id)) => {
                 service_account_token_live(token, client_id.as_str(), id.as_str(), now)
                     .get_result::<bool>(&mut conn)

@@ -6,10 +6,15 @@
 //! statement:
 //!
 //! ```sql
-//! UPDATE credentials AS c SET last_used_at = v.at, last_used_ip = v.ip
-//! FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(uid, at, ip)
-//! WHERE c.uid = v.uid AND (c.last_used_at IS NULL OR c.last_used_at < v.at)
+//! WITH v AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(uid, at, ip)),
+//! c AS (UPDATE credentials AS c SET last_used_at = v.at, last_used_ip = v.ip FROM v
+//!       WHERE c.uid = v.uid AND (c.last_used_at IS NULL OR c.last_used_at < v.at) RETURNING 1),
+//! f AS (UPDATE federated_credentials AS f … the same … RETURNING 1)
+//! SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM f)
 //! ```
+//!
+//! (A uid is a client secret's or a federated credential's, never both: one statement updates
+//! whichever table holds it.)
 //!
 //! The `WHERE` keeps the stored value when it is newer (another server instance, or an older
 //! buffered use flushed late), so several instances can flush independently. Credentials
@@ -41,9 +46,20 @@ use crate::store::PgStore;
 type Pending = HashMap<Uuid, (OffsetDateTime, Option<IpAddr>)>;
 
 /// The statement of a flush (see the module documentation).
-const FLUSH_SQL: &str = "UPDATE credentials AS c SET last_used_at = v.at, last_used_ip = v.ip \
-     FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(uid, at, ip) \
-     WHERE c.uid = v.uid AND (c.last_used_at IS NULL OR c.last_used_at < v.at)";
+const FLUSH_SQL: &str = "WITH v AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) \
+         AS v(uid, at, ip)), \
+     c AS (UPDATE credentials AS c SET last_used_at = v.at, last_used_ip = v.ip FROM v \
+         WHERE c.uid = v.uid AND (c.last_used_at IS NULL OR c.last_used_at < v.at) RETURNING 1), \
+     f AS (UPDATE federated_credentials AS f SET last_used_at = v.at, last_used_ip = v.ip FROM v \
+         WHERE f.uid = v.uid AND (f.last_used_at IS NULL OR f.last_used_at < v.at) RETURNING 1) \
+     SELECT (SELECT count(*) FROM c) + (SELECT count(*) FROM f) AS updated";
+
+/// The one row of [`FLUSH_SQL`].
+#[derive(diesel::QueryableByName)]
+struct Flushed {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    updated: i64,
+}
 
 /// Buffers the last use of credentials in memory and writes it to `credentials` in batches.
 /// Cloning it is cheap: clones share one buffer.
@@ -196,10 +212,10 @@ impl UsageBuffer {
             .bind::<Array<SqlUuid>, _>(uids)
             .bind::<Array<Timestamptz>, _>(ats)
             .bind::<Array<Nullable<Text>>, _>(ips)
-            .execute(&mut conn)
+            .get_result::<Flushed>(&mut conn)
             .await
             .map_err(DbError::from)?;
-        Ok(updated)
+        Ok(usize::try_from(updated.updated).unwrap_or(usize::MAX))
     }
 
     /// Spawns a task (on the current tokio runtime) that flushes every `every`; a failed

@@ -10,7 +10,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use iam_domain::ports::{Adapters, Clock};
 use iam_domain::{
-    CredentialAdmin, MintThrottle, SecretHasher, ServiceAccountAdmin, ThrottleLimits, TokenService,
+    Audience, CredentialAdmin, FederationAdmin, MintThrottle, SecretHasher, ServiceAccountAdmin,
+    ThrottleLimits, TokenService,
 };
 use iam_http::caller::{Authenticator, LivenessCheck};
 use iam_http::client_ip::TrustedProxies;
@@ -21,9 +22,11 @@ use iam_http::page_token::PageTokenCodec;
 use iam_http::sealing::ResponseSealer;
 use iam_http::token_endpoints::TokenIssuer;
 use iam_http::{AppState, HttpAdapters, header_limit, request_id};
+use iam_oidc::{FetcherConfig, JwksFetcher};
 use iam_postgres::{PgStore, UsageBuffer};
 
 use crate::config::Config;
+use crate::federation::OidcAssertions;
 use crate::ids::OsIds;
 use crate::keys;
 
@@ -34,6 +37,8 @@ pub struct Deployment<C>(PhantomData<fn() -> C>);
 impl<C: Clock + Clone> Adapters for Deployment<C> {
     type Store = PgStore;
     type Credentials = PgStore;
+    type Federated = PgStore;
+    type Assertions = OidcAssertions;
     type Tokens = PgStore;
     type Usage = UsageBuffer;
     type Directory = PgStore;
@@ -98,7 +103,9 @@ pub fn build<C: Clock + Clone>(
     let verification_keys = keys::verification_keys(config, &key)?;
     let pepper = keys::secret_pepper(config)?;
     let hasher = SecretHasher::new(&pepper).context("the secret pepper is too short")?;
-    let verifier = Arc::new(keys::verifier(config, &verification_keys)?);
+    let verifier = Arc::new(keys::verifier(config, &verification_keys));
+    let fetcher = Arc::new(jwks_fetcher(config)?);
+    let external = keys::external_issuer(config, &fetcher)?;
     let store = PgStore::connect(&config.pg()?)?;
     let usage = UsageBuffer::new(store.clone());
     let flusher = usage.spawn_flusher(USAGE_FLUSH_INTERVAL, config.request_timeout);
@@ -120,23 +127,17 @@ pub fn build<C: Clock + Clone>(
         hasher.clone(),
         config.admin_role.clone(),
     );
-    let ttl = time::Duration::try_from(config.access_token_ttl).context("token lifetime")?;
-    let tokens = TokenService::<Deployment<C>>::new(
+    let federation = FederationAdmin::<Deployment<C>>::new(
         store.clone(),
         store.clone(),
         store.clone(),
-        usage.clone(),
         clock.clone(),
         OsIds,
-        hasher,
-        ttl,
         config.admin_role.clone(),
-        MintThrottle::new(ThrottleLimits {
-            per_client_and_ip: config.mint_failure_limit,
-            per_ip: config.mint_failure_limit_per_ip,
-            ..ThrottleLimits::default()
-        }),
+        // Tokens minted for this service name it by its issuer URL.
+        Audience::parse(config.issuer.as_str()).context("IAM_ISSUER as an audience")?,
     );
+    let tokens = token_service(config, &store, &usage, &fetcher, clock.clone(), hasher)?;
     let issuer = TokenIssuer::new(
         TokenSigner::new(&key)?,
         config.issuer.clone(),
@@ -148,6 +149,7 @@ pub fn build<C: Clock + Clone>(
     let state = web::Data::new(AppState {
         admin,
         credentials,
+        federation,
         tokens,
         issuer,
         sealer: ResponseSealer::from_pepper(&pepper),
@@ -156,10 +158,14 @@ pub fn build<C: Clock + Clone>(
         page_tokens: PageTokenCodec::new(key.derive_secret("iam/page-tokens/v1")),
     });
     let liveness: Arc<dyn LivenessCheck> = state.clone().into_inner();
-    let authenticator = web::Data::new(Authenticator::new(verifier, Arc::new(clock), liveness));
+    let mut authenticator = Authenticator::new(verifier, Arc::new(clock), liveness);
+    if let Some(external) = external {
+        authenticator = authenticator.with_external(external);
+    }
+    let authenticator = web::Data::new(authenticator);
     let proxies = web::Data::new(TrustedProxies(config.trusted_proxies.clone()));
     let deadline = web::Data::new(RequestDeadline(config.request_timeout));
-    let metrics = web::Data::new(metrics(&store_for_metrics, &usage));
+    let metrics = web::Data::new(metrics(&store_for_metrics, &usage, &fetcher));
 
     let mut server = HttpServer::new(move || {
         App::new()
@@ -184,10 +190,58 @@ pub fn build<C: Clock + Clone>(
     })
 }
 
-/// The metrics, with the pool and the last-use buffer read at each scrape.
-fn metrics(store: &PgStore, usage: &UsageBuffer) -> Metrics {
+/// The token service: secrets and federated assertions in, access tokens out.
+fn token_service<C: Clock + Clone>(
+    config: &Config,
+    store: &PgStore,
+    usage: &UsageBuffer,
+    fetcher: &Arc<JwksFetcher>,
+    clock: C,
+    hasher: SecretHasher,
+) -> anyhow::Result<TokenService<Deployment<C>>> {
+    let ttl = time::Duration::try_from(config.access_token_ttl).context("token lifetime")?;
+    Ok(TokenService::<Deployment<C>>::new(
+        store.clone(),
+        store.clone(),
+        OidcAssertions(Arc::clone(fetcher)),
+        store.clone(),
+        store.clone(),
+        usage.clone(),
+        clock,
+        OsIds,
+        hasher,
+        ttl,
+        config.admin_role.clone(),
+        MintThrottle::new(ThrottleLimits {
+            per_client_and_ip: config.mint_failure_limit,
+            per_ip: config.mint_failure_limit_per_ip,
+            ..ThrottleLimits::default()
+        }),
+    ))
+}
+
+/// The JWKS fetcher of external issuers (workload identity federation and the external
+/// user-token issuer), with `IAM_JWKS_CA_FILE`'s certificates trusted too.
+fn jwks_fetcher(config: &Config) -> anyhow::Result<JwksFetcher> {
+    let extra_root_pem = config
+        .jwks_ca_file
+        .as_ref()
+        .map(|file| {
+            std::fs::read(file)
+                .with_context(|| format!("reading IAM_JWKS_CA_FILE {}", file.display()))
+        })
+        .transpose()?;
+    JwksFetcher::new(FetcherConfig {
+        extra_root_pem,
+        ..FetcherConfig::default()
+    })
+    .context("building the JWKS fetcher")
+}
+
+/// The metrics, with the pool, the last-use buffer and the JWKS fetcher read at each scrape.
+fn metrics(store: &PgStore, usage: &UsageBuffer, fetcher: &Arc<JwksFetcher>) -> Metrics {
     let mut metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
-    let (store, usage) = (store.clone(), usage.clone());
+    let (store, usage, fetcher) = (store.clone(), usage.clone(), Arc::clone(fetcher));
     metrics.on_scrape(move |metrics| {
         let pool = store.pool().status();
         metrics.set_pool(PoolState::in_use, pool.size.saturating_sub(pool.available));
@@ -195,6 +249,8 @@ fn metrics(store: &PgStore, usage: &UsageBuffer) -> Metrics {
         metrics.set_pool(PoolState::max, pool.max_size);
         metrics.set_pool(PoolState::waiting, pool.waiting);
         metrics.set_usage(usage.pending(), usage.since_last_flush());
+        let jwks = fetcher.counts();
+        metrics.set_jwks_fetches(jwks.fetched, jwks.failed);
     });
     metrics
 }

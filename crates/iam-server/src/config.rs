@@ -2,8 +2,8 @@
 //!
 //! Variables read here: `IAM_MODE`, `DATABASE_URL`, `IAM_LISTEN_ADDR`, `IAM_ISSUER`,
 //! `IAM_AUDIENCE`, `IAM_SIGNING_KEY_FILE`, `IAM_SECRET_PEPPER_FILE`, `IAM_DEV_STATE_DIR`,
-//! `IAM_EXTERNAL_ISSUER`,
-//! `IAM_EXTERNAL_JWKS_FILE`, `IAM_ADMIN_ROLE`, `IAM_DB_MAX_CONNECTIONS`,
+//! `IAM_EXTERNAL_ISSUER`, `IAM_EXTERNAL_JWKS_FILE`, `IAM_EXTERNAL_JWKS_URL`,
+//! `IAM_JWKS_CA_FILE`, `IAM_ADMIN_ROLE`, `IAM_DB_MAX_CONNECTIONS`,
 //! `IAM_DB_CONNECT_TIMEOUT_MS`, `IAM_DB_CHECKOUT_TIMEOUT_MS`, `IAM_WORKERS`,
 //! `IAM_SHUTDOWN_TIMEOUT_SECS`, `IAM_LOG`, `IAM_LOG_FORMAT`, `IAM_ACCESS_TOKEN_TTL_SECS`,
 //! `IAM_PUBLIC_URL`, `IAM_TRUSTED_PROXIES`, `IAM_VERIFICATION_KEY_FILES`,
@@ -44,8 +44,17 @@ pub enum LogFormat {
 pub struct ExternalIssuer {
     /// Its `iss`.
     pub issuer: String,
-    /// Path of its JWKS document.
-    pub jwks_file: PathBuf,
+    /// Where its keys are.
+    pub keys: ExternalKeys,
+}
+
+/// Where the external issuer's JWKS is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalKeys {
+    /// `IAM_EXTERNAL_JWKS_FILE`: read once at start.
+    File(PathBuf),
+    /// `IAM_EXTERNAL_JWKS_URL`: fetched, cached and refetched by the JWKS fetcher.
+    Url(String),
 }
 
 /// The server's configuration.
@@ -70,8 +79,12 @@ pub struct Config {
     /// `IAM_DEV_STATE_DIR`: where development mode keeps its generated key and pepper, default
     /// `.iam-dev`.
     pub dev_state_dir: PathBuf,
-    /// `IAM_EXTERNAL_ISSUER` + `IAM_EXTERNAL_JWKS_FILE` (both or neither).
+    /// `IAM_EXTERNAL_ISSUER` + `IAM_EXTERNAL_JWKS_FILE` or `IAM_EXTERNAL_JWKS_URL` (the issuer
+    /// and one of the two, or none of them).
     pub external_issuer: Option<ExternalIssuer>,
+    /// `IAM_JWKS_CA_FILE`: PEM certificates trusted, besides the public web roots, when
+    /// fetching JWKS (e.g. a cluster's CA for its in-cluster service-account issuer).
+    pub jwks_ca_file: Option<PathBuf>,
     /// `IAM_ADMIN_ROLE`: the role that makes an org-scoped caller a tenant admin, default `admin`.
     pub admin_role: RoleSlug,
     /// `IAM_DB_MAX_CONNECTIONS` (default 16), `IAM_DB_CONNECT_TIMEOUT_MS` (2000),
@@ -164,6 +177,35 @@ where
         .collect()
 }
 
+/// `IAM_EXTERNAL_ISSUER` with its keys (`IAM_EXTERNAL_JWKS_FILE` or `IAM_EXTERNAL_JWKS_URL`).
+fn external_issuer(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<ExternalIssuer>> {
+    Ok(
+        match (
+            env("IAM_EXTERNAL_ISSUER"),
+            env("IAM_EXTERNAL_JWKS_FILE"),
+            env("IAM_EXTERNAL_JWKS_URL"),
+        ) {
+            (None, None, None) => None,
+            (Some(issuer), Some(file), None) => Some(ExternalIssuer {
+                issuer,
+                keys: ExternalKeys::File(PathBuf::from(file)),
+            }),
+            (Some(issuer), None, Some(url)) => {
+                iam_oidc::check_fetch_url(&url)
+                    .with_context(|| format!("IAM_EXTERNAL_JWKS_URL={url:?}"))?;
+                Some(ExternalIssuer {
+                    issuer,
+                    keys: ExternalKeys::Url(url),
+                })
+            }
+            _ => bail!(
+                "set IAM_EXTERNAL_ISSUER with one of IAM_EXTERNAL_JWKS_FILE or \
+             IAM_EXTERNAL_JWKS_URL, or none of them"
+            ),
+        },
+    )
+}
+
 /// Whether two issuer identifiers name the same issuer (a trailing `/` does not make another).
 fn same_issuer(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
@@ -191,14 +233,8 @@ impl Config {
         if mode == Mode::Production && secret_pepper_file.is_none() {
             bail!("production mode requires IAM_SECRET_PEPPER_FILE (at least 32 random bytes)");
         }
-        let external_issuer = match (env("IAM_EXTERNAL_ISSUER"), env("IAM_EXTERNAL_JWKS_FILE")) {
-            (None, None) => None,
-            (Some(issuer), Some(file)) => Some(ExternalIssuer {
-                issuer,
-                jwks_file: PathBuf::from(file),
-            }),
-            _ => bail!("set both IAM_EXTERNAL_ISSUER and IAM_EXTERNAL_JWKS_FILE, or neither"),
-        };
+        let external_issuer = external_issuer(env)?;
+        let jwks_ca_file = env("IAM_JWKS_CA_FILE").map(PathBuf::from);
         let admin_role = env("IAM_ADMIN_ROLE").unwrap_or_else(|| "admin".to_owned());
         let admin_role = RoleSlug::parse(admin_role.as_str())
             .map_err(|e| anyhow::anyhow!("IAM_ADMIN_ROLE={admin_role:?} is invalid: {e}"))?;
@@ -244,6 +280,7 @@ impl Config {
             dev_state_dir: env("IAM_DEV_STATE_DIR")
                 .map_or_else(|| PathBuf::from(".iam-dev"), PathBuf::from),
             external_issuer,
+            jwks_ca_file,
             admin_role,
             db_max_connections: parsed(
                 &env,

@@ -52,10 +52,14 @@ config_args! {
     secret_pepper_file = "IAM_SECRET_PEPPER_FILE",
     /// Development only: where a generated key and pepper are kept [default: .iam-dev].
     dev_state_dir = "IAM_DEV_STATE_DIR",
-    /// `iss` of an external OIDC issuer whose tokens are accepted (with its JWKS file).
+    /// `iss` of an external OIDC issuer whose tokens are accepted (with its JWKS file or URL).
     external_issuer = "IAM_EXTERNAL_ISSUER",
-    /// JWKS file of the external issuer.
+    /// JWKS file of the external issuer (RS256, ES256 or EdDSA keys).
     external_jwks_file = "IAM_EXTERNAL_JWKS_FILE",
+    /// JWKS URL of the external issuer (instead of the file; https, or http on loopback).
+    external_jwks_url = "IAM_EXTERNAL_JWKS_URL",
+    /// PEM CA certificates trusted, besides the public roots, when fetching JWKS.
+    jwks_ca_file = "IAM_JWKS_CA_FILE",
     /// Role that makes an organization-scoped caller a tenant admin [default: admin].
     admin_role = "IAM_ADMIN_ROLE",
     /// Connection pool size [default: 16].

@@ -18,14 +18,23 @@
 //! [[organizations.roles]]
 //! slug = "compute.deployer"
 //! description = "Deploys workloads"  # optional
+//!
+//! [[organizations.trustedIssuers]]   # workload identity federation (SPEC §9)
+//! issuer = "https://token.actions.githubusercontent.com"
+//! jwksUri = "https://token.actions.githubusercontent.com/.well-known/jwks"  # optional
 //! ```
 //!
-//! Unknown keys are errors, so a typo never silently falls back to a default.
+//! Unknown keys are errors, so a typo never silently falls back to a default. A trusted
+//! issuer and its `jwksUri` must be `https://` URLs (`http://` only for loopback hosts):
+//! operators, not tenants, decide which URLs the service fetches; without `jwksUri` the keys
+//! are found by OIDC discovery at `{issuer}/.well-known/openid-configuration`.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Context as _, bail};
-use iam_domain::{OrgId, OrgPolicy, OrgSlug, Organization, ProjectId, RoleSlug, Scope};
+use iam_domain::{
+    Issuer, OrgId, OrgPolicy, OrgSlug, Organization, ProjectId, RoleSlug, Scope, TrustedIssuer,
+};
 use iam_postgres::{OrganizationSpec, ProjectSpec, RoleSpec};
 use serde::Deserialize;
 use time::Duration;
@@ -48,6 +57,15 @@ struct OrganizationEntry {
     projects: Vec<ProjectEntry>,
     #[serde(default)]
     roles: Vec<RoleEntry>,
+    #[serde(default, rename = "trustedIssuers")]
+    trusted_issuers: Vec<TrustedIssuerEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TrustedIssuerEntry {
+    issuer: String,
+    jwks_uri: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,10 +166,26 @@ fn organization(entry: OrganizationEntry) -> anyhow::Result<OrganizationSpec> {
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    let trusted_issuers = entry
+        .trusted_issuers
+        .into_iter()
+        .map(|t| {
+            let label = format!("trustedIssuers {:?}", t.issuer);
+            iam_oidc::check_fetch_url(&t.issuer).with_context(|| format!("{label}: issuer"))?;
+            if let Some(uri) = &t.jwks_uri {
+                iam_oidc::check_fetch_url(uri).with_context(|| format!("{label}: jwksUri"))?;
+            }
+            Ok(TrustedIssuer {
+                issuer: Issuer::parse(t.issuer).map_err(|e| anyhow::anyhow!("{label}: {e}"))?,
+                jwks_uri: t.jwks_uri,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     Ok(OrganizationSpec {
         organization: Organization { id, slug, policy },
         projects,
         roles,
+        trusted_issuers,
     })
 }
 
@@ -230,9 +264,45 @@ mod tests {
                 "[[organizations]]\nid = \"org-a\"\n[[organizations.roles]]\nslug = \"Bad Role\"",
                 "Bad Role",
             ),
+            (
+                "[[organizations]]\nid = \"org-a\"\n[[organizations.trustedIssuers]]\nissuer = \"http://idp.example\"",
+                "trustedIssuers \"http://idp.example\": issuer",
+            ),
+            (
+                "[[organizations]]\nid = \"org-a\"\n[[organizations.trustedIssuers]]\nissuer = \"https://idp.example\"\njwksUri = \"ftp://idp.example/keys\"",
+                "jwksUri",
+            ),
+            (
+                "[[organizations]]\nid = \"org-a\"\n[[organizations.trustedIssuers]]\nissuer = \"https://idp.example\"\njwks = \"x\"",
+                "jwks",
+            ),
         ] {
             let err = format!("{:#}", parse(text).unwrap_err());
             assert!(err.contains(expected), "{expected}: {err}");
         }
+    }
+
+    #[test]
+    fn trusted_issuers_parse_with_https_or_loopback_http() {
+        let specs = parse(
+            r#"
+            [[organizations]]
+            id = "org-a"
+            [[organizations.trustedIssuers]]
+            issuer = "https://token.actions.githubusercontent.com"
+            [[organizations.trustedIssuers]]
+            issuer = "http://127.0.0.1:8080"
+            jwksUri = "http://localhost:8080/jwks"
+            "#,
+        )
+        .unwrap();
+        let issuers = &specs[0].trusted_issuers;
+        assert_eq!(issuers.len(), 2);
+        assert_eq!(issuers[0].jwks_uri, None);
+        assert_eq!(issuers[1].issuer.as_str(), "http://127.0.0.1:8080");
+        assert_eq!(
+            issuers[1].jwks_uri.as_deref(),
+            Some("http://localhost:8080/jwks")
+        );
     }
 }

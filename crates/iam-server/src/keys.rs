@@ -9,12 +9,15 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use iam_domain::SecretHasher;
+use iam_http::external_issuer::ExternalIssuer;
 use iam_http::jwt::{Ed25519Key, TokenVerifier, VerificationKey};
+use iam_oidc::JwksFetcher;
 
-use crate::config::Config;
+use crate::config::{Config, ExternalKeys};
 
 /// Loads (or, in development, creates) the signing key.
 ///
@@ -136,20 +139,39 @@ pub fn verification_keys(
 ///
 /// # Errors
 /// When the JWKS file cannot be read or parsed.
-pub fn verifier(config: &Config, own: &[VerificationKey]) -> anyhow::Result<TokenVerifier> {
+pub fn verifier(config: &Config, own: &[VerificationKey]) -> TokenVerifier {
     let mut verifier = TokenVerifier::new(config.audience.clone());
     for key in own {
         verifier.trust_own_key(key, &config.issuer);
     }
-    if let Some(external) = &config.external_issuer {
-        let jwks = fs::read_to_string(&external.jwks_file)
-            .with_context(|| format!("reading {}", external.jwks_file.display()))?;
-        let added = verifier
-            .trust_jwks(&jwks, &external.issuer)
-            .with_context(|| format!("loading {}", external.jwks_file.display()))?;
-        tracing::info!(issuer = %external.issuer, keys = added, "trusting external issuer");
-    }
-    Ok(verifier)
+    verifier
+}
+
+/// The external user-token issuer, if configured: its JWKS file read now, or its JWKS URL to
+/// be fetched by `fetcher`.
+///
+/// # Errors
+/// When the JWKS file cannot be read or holds no usable key.
+pub fn external_issuer(
+    config: &Config,
+    fetcher: &Arc<JwksFetcher>,
+) -> anyhow::Result<Option<Arc<ExternalIssuer>>> {
+    let Some(external) = &config.external_issuer else {
+        return Ok(None);
+    };
+    let trusted = match &external.keys {
+        ExternalKeys::File(file) => {
+            let jwks =
+                fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            ExternalIssuer::from_jwks(external.issuer.clone(), &jwks)
+                .with_context(|| format!("loading {}", file.display()))?
+        }
+        ExternalKeys::Url(url) => {
+            ExternalIssuer::from_url(external.issuer.clone(), url.clone(), Arc::clone(fetcher))
+        }
+    };
+    tracing::info!(issuer = %external.issuer, "trusting external issuer");
+    Ok(Some(Arc::new(trusted)))
 }
 
 #[cfg(test)]

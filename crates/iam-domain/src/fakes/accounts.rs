@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{Memory, State};
 use crate::audit::AuditEvent;
+use crate::federated_credential::TrustedIssuer;
 use crate::organization::Organization;
 use crate::pagination::{Cursor, Page, PagePosition, PageRequest};
 use crate::ports::{
@@ -54,6 +55,20 @@ impl Directory for Memory {
             .cloned()
             .collect();
         ready(Ok(missing))
+    }
+
+    fn trusted_issuer(
+        &self,
+        tenant: &OrgId,
+        issuer: &str,
+    ) -> impl Future<Output = Result<Option<TrustedIssuer>, StoreError>> + Send {
+        let found = self
+            .state()
+            .trusted
+            .iter()
+            .find(|(o, t)| o == tenant && t.issuer.as_str() == issuer)
+            .map(|(_, t)| t.clone());
+        ready(Ok(found))
     }
 }
 

@@ -149,13 +149,17 @@ impl TokenStore for Memory {
             .iter()
             .any(|(issuer, id, _)| issuer == token.issuer && id == token.id);
         let account_ok = service_account.is_none_or(|(client_id, id)| {
-            state.accounts.iter().any(|a| {
-                a.client_id == *client_id
-                    && a.status == ServiceAccountStatus::Active
-                    && state.credentials.iter().any(|c| {
-                        c.service_account_uid == a.uid && c.id == *id && c.expires_at > now
-                    })
-            })
+            if crate::federated_credential::is_federated(id) {
+                state.federated_live(client_id, id)
+            } else {
+                state.accounts.iter().any(|a| {
+                    a.client_id == *client_id
+                        && a.status == ServiceAccountStatus::Active
+                        && state.credentials.iter().any(|c| {
+                            c.service_account_uid == a.uid && c.id == *id && c.expires_at > now
+                        })
+                })
+            }
         });
         ready(Ok(!revoked && account_ok))
     }

@@ -7,7 +7,10 @@ use time::macros::datetime;
 use super::*;
 use crate::audit::RequestContext;
 use crate::credential_admin::CredentialAdmin;
-use crate::fakes::{Fakes, FixedClock, Memory, SeqIds, block_on, principal, role, seeded_memory};
+use crate::fakes::{
+    FakeAssertions, Fakes, FixedClock, Memory, SeqIds, TRUSTED_ISSUER, block_on, principal, role,
+    seeded_memory,
+};
 use crate::principal::Subject;
 use crate::resource_id::ServiceAccountId;
 use crate::service_account::{DisplayName, ServiceAccountPatch};
@@ -20,6 +23,7 @@ struct World {
     accounts: ServiceAccountAdmin<Fakes>,
     credentials: CredentialAdmin<Fakes>,
     tokens: TokenService<Fakes>,
+    assertions: FakeAssertions,
     secret: String,
     credential: CredentialId,
 }
@@ -56,8 +60,11 @@ fn world() -> World {
         hasher.clone(),
         role("admin"),
     );
+    let assertions = FakeAssertions::default();
     let tokens = TokenService::<Fakes>::new(
         memory.clone(),
+        memory.clone(),
+        assertions.clone(),
         memory.clone(),
         memory.clone(),
         memory.clone(),
@@ -89,6 +96,7 @@ fn world() -> World {
         accounts,
         credentials,
         tokens,
+        assertions,
         secret: created.secret.expose().to_owned(),
         credential: created.credential.id,
     }
@@ -390,4 +398,114 @@ fn a_service_account_token_dies_with_its_account_credential_or_revocation() {
         block_on(w.tokens.is_live(&admin())).unwrap(),
         "user tokens only need no revocation"
     );
+}
+
+/// A federated credential of `sa-ci` for `TRUSTED_ISSUER`'s `subject`, accepting `audience`.
+fn federate(
+    w: &World,
+    subject: &str,
+    audience: &str,
+) -> crate::federated_credential::FederatedCredential {
+    use crate::federated_credential::{Audience, ExternalSubject, Issuer, NewFederatedCredential};
+    let admin_uc = crate::federation_admin::FederationAdmin::<Fakes>::new(
+        w.memory.clone(),
+        w.memory.clone(),
+        w.memory.clone(),
+        w.clock.clone(),
+        SeqIds::default(),
+        role("admin"),
+        Audience::parse("https://iam.test").unwrap(),
+    );
+    let request = NewFederatedCredential {
+        issuer: Issuer::parse(TRUSTED_ISSUER).unwrap(),
+        subject: ExternalSubject::parse(subject).unwrap(),
+        audiences: vec![Audience::parse(audience).unwrap()],
+        description: None,
+    };
+    block_on(admin_uc.create(&admin(), &ctx(), "sa-ci", request, None)).unwrap()
+}
+
+fn exchange(w: &World, assertion: &str) -> Result<Grant, MintError> {
+    block_on(
+        w.tokens
+            .mint_with_assertion("sa-ci@acme.iam", assertion, &Narrowing::default(), None),
+    )
+}
+
+#[test]
+fn a_federated_token_mints_a_grant_naming_the_federated_credential_until_it_is_deleted() {
+    let w = world();
+    let fc = federate(&w, "repo:acme/app", "sts.test");
+    let exp = w.clock.now() + Duration::minutes(5);
+    let token = FakeAssertions::token(TRUSTED_ISSUER, "repo:acme/app", "sts.test", exp);
+    let grant = exchange(&w, &token).unwrap();
+    assert_eq!(grant.credential_id, fc.id);
+    assert_eq!(grant.subject.as_str(), "sa-ci@acme.iam");
+    assert_eq!(grant.expires_at - grant.issued_at, Duration::seconds(900));
+    assert!(
+        w.memory
+            .state()
+            .uses
+            .iter()
+            .any(|(uid, _, _)| *uid == fc.uid)
+    );
+    assert!(block_on(w.tokens.is_live(&sa_principal(&grant))).unwrap());
+
+    w.memory.state().federated.clear();
+    assert!(!block_on(w.tokens.is_live(&sa_principal(&grant))).unwrap());
+    assert!(matches!(
+        exchange(&w, &token),
+        Err(MintError::InvalidClient)
+    ));
+}
+
+#[test]
+fn federated_exchanges_fail_alike_on_subject_audience_issuer_expiry_signature_and_keys() {
+    let w = world();
+    federate(&w, "repo:acme/app", "sts.test");
+    let now = w.clock.now();
+    let later = now + Duration::minutes(5);
+    for token in [
+        FakeAssertions::token(TRUSTED_ISSUER, "repo:acme/other", "sts.test", later),
+        FakeAssertions::token(TRUSTED_ISSUER, "repo:acme/app", "other", later),
+        FakeAssertions::token("https://evil.test", "repo:acme/app", "sts.test", later),
+        FakeAssertions::token(TRUSTED_ISSUER, "repo:acme/app", "sts.test", now),
+        format!(
+            "{TRUSTED_ISSUER}|repo:acme/app|sts.test|{}|forged",
+            later.unix_timestamp()
+        ),
+        "not a token".to_owned(),
+    ] {
+        assert!(
+            matches!(exchange(&w, &token), Err(MintError::InvalidClient)),
+            "{token}"
+        );
+    }
+    let good = FakeAssertions::token(TRUSTED_ISSUER, "repo:acme/app", "sts.test", later);
+    w.assertions.keys_down(true);
+    assert!(matches!(exchange(&w, &good), Err(MintError::InvalidClient)));
+    w.assertions.keys_down(false);
+    assert!(exchange(&w, &good).is_ok());
+}
+
+#[test]
+fn a_disabled_account_or_an_untrusted_issuer_gets_no_federated_grant() {
+    let w = world();
+    federate(&w, "repo:acme/app", "sts.test");
+    let later = w.clock.now() + Duration::minutes(5);
+    let token = FakeAssertions::token(TRUSTED_ISSUER, "repo:acme/app", "sts.test", later);
+    let grant = exchange(&w, &token).unwrap();
+    w.memory.state().accounts[0].status = ServiceAccountStatus::Disabled;
+    assert!(matches!(
+        exchange(&w, &token),
+        Err(MintError::InvalidClient)
+    ));
+    assert!(!block_on(w.tokens.is_live(&sa_principal(&grant))).unwrap());
+    w.memory.state().accounts[0].status = ServiceAccountStatus::Active;
+    w.memory.state().trusted.clear();
+    assert!(matches!(
+        exchange(&w, &token),
+        Err(MintError::InvalidClient)
+    ));
+    assert!(!block_on(w.tokens.is_live(&sa_principal(&grant))).unwrap());
 }

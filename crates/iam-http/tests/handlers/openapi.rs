@@ -4,7 +4,9 @@
 
 use actix_web::http::Method;
 use actix_web::test::TestRequest;
-use iam_domain::{Description, DisplayName, RoleSlug, resource_id};
+use iam_domain::{
+    Audience, Description, DisplayName, ExternalSubject, Issuer, RoleSlug, resource_id,
+};
 use iam_http::routes;
 use serde_json::Value;
 
@@ -97,6 +99,22 @@ fn schema_limits_are_the_domains_constants() {
         assert_eq!(roles["items"]["maxLength"], RoleSlug::MAX_LEN);
         assert_eq!(roles["items"]["pattern"], RoleSlug::PATTERN);
     }
+    for name in ["FederatedCredential", "CreateFederatedCredentialBody"] {
+        assert_eq!(schema(name, "issuer")["maxLength"], Issuer::MAX_LEN);
+        assert_eq!(schema(name, "issuer")["pattern"], Issuer::PATTERN);
+        assert_eq!(
+            schema(name, "subject")["maxLength"],
+            ExternalSubject::MAX_LEN
+        );
+        assert_eq!(schema(name, "subject")["pattern"], ExternalSubject::PATTERN);
+        let audiences = schema(name, "audiences");
+        assert_eq!(audiences["items"]["maxLength"], Audience::MAX_LEN);
+        assert_eq!(audiences["items"]["pattern"], Audience::PATTERN);
+        assert_eq!(
+            schema(name, "description")["maxLength"],
+            Description::MAX_LEN
+        );
+    }
 }
 
 #[test]
@@ -120,6 +138,10 @@ fn names_are_the_published_documents_and_operation_ids_are_unique() {
         "createServiceAccountCredential",
         "getServiceAccountCredential",
         "deleteServiceAccountCredential",
+        "listServiceAccountFederatedCredentials",
+        "createServiceAccountFederatedCredential",
+        "getServiceAccountFederatedCredential",
+        "deleteServiceAccountFederatedCredential",
         "mintToken",
         "introspectToken",
         "revokeToken",
@@ -230,9 +252,16 @@ fn creates_link_to_what_can_be_done_with_the_created_resource() {
     let accounts = links("/v1/regions/global/iam/service-accounts");
     let credentials =
         links("/v1/regions/global/iam/service-accounts/{serviceAccountId}/credentials");
-    assert_eq!(accounts.len(), 5);
+    let federated =
+        links("/v1/regions/global/iam/service-accounts/{serviceAccountId}/federated-credentials");
+    assert_eq!(accounts.len(), 7);
     assert_eq!(credentials.len(), 2);
-    for link in accounts.values().chain(credentials.values()) {
+    assert_eq!(federated.len(), 2);
+    for link in accounts
+        .values()
+        .chain(credentials.values())
+        .chain(federated.values())
+    {
         let target = link["operationId"].as_str().unwrap();
         assert!(
             ids.contains(target),

@@ -8,10 +8,11 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::test::{TestRequest, call_service, init_service, read_body};
 use actix_web::{App, web};
-use iam_domain::fakes::{FixedClock, Memory, SeqIds, role, seeded_memory};
+use iam_domain::fakes::{FakeAssertions, FixedClock, Memory, SeqIds, role, seeded_memory};
 use iam_domain::ports::{Adapters, Clock};
 use iam_domain::{
-    CredentialAdmin, MintThrottle, SecretHasher, ServiceAccountAdmin, ThrottleLimits, TokenService,
+    CredentialAdmin, FederationAdmin, MintThrottle, SecretHasher, ServiceAccountAdmin,
+    ThrottleLimits, TokenService,
 };
 use iam_http::caller::{Authenticator, LivenessCheck};
 use iam_http::client_ip::TrustedProxies;
@@ -32,6 +33,8 @@ pub struct TestAdapters;
 impl Adapters for TestAdapters {
     type Store = Memory;
     type Credentials = Memory;
+    type Federated = Memory;
+    type Assertions = FakeAssertions;
     type Tokens = Memory;
     type Usage = Memory;
     type Directory = Memory;
@@ -121,8 +124,19 @@ impl World {
                 hasher.clone(),
                 role("admin"),
             ),
+            federation: FederationAdmin::new(
+                m.clone(),
+                m.clone(),
+                m.clone(),
+                self.clock.clone(),
+                SeqIds::default(),
+                role("admin"),
+                iam_domain::Audience::parse(ISSUER).unwrap(),
+            ),
             tokens: TokenService::new(
                 m.clone(),
+                m.clone(),
+                FakeAssertions::default(),
                 m.clone(),
                 m.clone(),
                 m.clone(),

@@ -61,8 +61,10 @@ async fn applying_the_same_directory_twice_changes_nothing_the_second_time() {
             organizations_upserted: 2,
             projects_upserted: 2,
             roles_upserted: 3,
+            trusted_issuers_upserted: 2,
             projects_pruned: 0,
             roles_pruned: 0,
+            trusted_issuers_pruned: 0,
         }
     );
     let after_first = snapshot(&db).await;
@@ -155,10 +157,18 @@ async fn every_apply_that_changes_an_organization_audits_what_changed() {
             "+projects/web",
             "+projects/db",
             "+roles/admin",
-            "+roles/compute.deployer"
+            "+roles/compute.deployer",
+            "+trustedIssuers/https://issuer.test"
         ]
     );
-    assert_eq!(events[1].changed_fields, ["+organization", "+roles/admin"]);
+    assert_eq!(
+        events[1].changed_fields,
+        [
+            "+organization",
+            "+roles/admin",
+            "+trustedIssuers/https://issuer.test"
+        ]
+    );
     assert!(db.audit_events().await.is_empty(), "no API events");
 
     // The same file again: nothing changes, nothing is audited.

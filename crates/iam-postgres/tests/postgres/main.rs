@@ -11,6 +11,7 @@
 mod availability;
 mod credentials;
 mod directory;
+mod federated;
 mod idempotency;
 mod idempotent_creates;
 mod listing;
@@ -48,6 +49,8 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 const ACME: &str = "org-acme";
+/// The issuer every organization of [`org_spec`] trusts.
+const TRUSTED_ISSUER: &str = "https://issuer.test";
 const OTHER: &str = "org-other";
 
 fn org_id(raw: &str) -> OrgId {
@@ -88,6 +91,10 @@ fn org_spec(id: &str, projects: &[&str], roles: &[&str]) -> OrganizationSpec {
                 description: None,
             })
             .collect(),
+        trusted_issuers: vec![iam_domain::federated_credential::TrustedIssuer {
+            issuer: iam_domain::federated_credential::Issuer::parse(TRUSTED_ISSUER).unwrap(),
+            jwks_uri: None,
+        }],
     }
 }
 

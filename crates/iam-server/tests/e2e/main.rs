@@ -8,6 +8,7 @@
 
 mod auth;
 mod credentials;
+mod federation;
 mod hardening;
 mod operations;
 mod pagination;

@@ -1,0 +1,2 @@
+DROP TABLE federated_credentials;
+DROP TABLE trusted_issuers;
