@@ -17,8 +17,8 @@ use crate::client_secret::{ClientSecret, SecretHasher};
 use crate::credential::{Credential, CredentialFilter};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
-    Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, RecordError, Recorder,
-    ServiceAccountStore, StoreError, to_storage_precision,
+    Adapters, CapOutcome, Clock, CredentialStore, Directory, IdGenerator, IfLive, LiveToken,
+    RecordError, Recorder, ServiceAccountStore, StoreError, to_storage_precision,
 };
 use crate::principal::Principal;
 use crate::resource_id::{CredentialId, ServiceAccountId};
@@ -34,6 +34,10 @@ pub enum CredentialError {
     /// of another account, or the caller is no admin.
     #[error("service account not found")]
     NotFound,
+    /// The caller's token turned out not to be live (revoked, or its credential or account
+    /// gone or inactive) in the read that checked it.
+    #[error("the token is no longer live")]
+    TokenNotLive,
     /// The caller may not act as the service account: it does not hold every role of it.
     /// One violation per missing role.
     #[error("the caller lacks {} role(s) of the service account", .0.len())]
@@ -116,9 +120,11 @@ impl<A: Adapters> CredentialAdmin<A> {
     }
 
     /// Lists an account's credentials. Returns the page and the time its statuses hold for.
+    /// The liveness of the caller's token is checked in the same round trip.
     ///
     /// # Errors
-    /// [`CredentialError::NotFound`] (non-admin, missing or foreign account); [`CredentialError::Store`].
+    /// [`CredentialError::NotFound`] (non-admin — without a liveness check —, missing or
+    /// foreign account); [`CredentialError::TokenNotLive`]; [`CredentialError::Store`].
     pub async fn list(
         &self,
         caller: &Principal,
@@ -129,12 +135,12 @@ impl<A: Adapters> CredentialAdmin<A> {
         let account = visible_account_id(caller, &self.admin_role, account)
             .ok_or(CredentialError::NotFound)?;
         let now = self.clock.now_micros();
+        let live = LiveToken::of(caller, now).ok_or(CredentialError::TokenNotLive)?;
         let page = self
             .credentials
-            .list(&caller.tenant, &account, filter, page, now)
-            .await?
-            .ok_or(CredentialError::NotFound)?;
-        Ok((page, now))
+            .list_if_live(&live, &caller.tenant, &account, filter, page, now)
+            .await?;
+        Ok((live_or_not_found(page)?, now))
     }
 
     /// Creates a credential expiring at `expires_at` (default: now + the org's default
@@ -265,10 +271,12 @@ impl<A: Adapters> CredentialAdmin<A> {
         account_to_act_as(&self.accounts, &self.admin_role, caller, account, now).await
     }
 
-    /// Reads one credential. Returns it and the time its status holds for.
+    /// Reads one credential. Returns it and the time its status holds for. The liveness of
+    /// the caller's token is checked in the same round trip.
     ///
     /// # Errors
-    /// [`CredentialError::NotFound`] (also for a credential of another account);
+    /// [`CredentialError::NotFound`] (also for a credential of another account; for a
+    /// non-admin without a liveness check); [`CredentialError::TokenNotLive`];
     /// [`CredentialError::Store`].
     pub async fn get(
         &self,
@@ -279,12 +287,13 @@ impl<A: Adapters> CredentialAdmin<A> {
         let account = visible_account_id(caller, &self.admin_role, account)
             .ok_or(CredentialError::NotFound)?;
         let id = CredentialId::parse(id).map_err(|_| CredentialError::NotFound)?;
+        let now = self.clock.now_micros();
+        let live = LiveToken::of(caller, now).ok_or(CredentialError::TokenNotLive)?;
         let credential = self
             .credentials
-            .get(&caller.tenant, &account, &id)
-            .await?
-            .ok_or(CredentialError::NotFound)?;
-        Ok((credential, self.clock.now_micros()))
+            .get_if_live(&live, &caller.tenant, &account, &id)
+            .await?;
+        Ok((live_or_not_found(credential)?, now))
     }
 
     /// Deletes a credential; its secret stops working at once.
@@ -374,5 +383,14 @@ pub(crate) async fn account_to_act_as<S: ServiceAccountStore>(
         Ok(sa)
     } else {
         Err(CredentialError::ActingAsRefused(missing))
+    }
+}
+
+/// What a read made with the liveness check found: the item, [`CredentialError::NotFound`]
+/// when there is none, or [`CredentialError::TokenNotLive`].
+pub(crate) fn live_or_not_found<T>(read: IfLive<Option<T>>) -> Result<T, CredentialError> {
+    match read {
+        IfLive::Live(found) => found.ok_or(CredentialError::NotFound),
+        IfLive::Dead => Err(CredentialError::TokenNotLive),
     }
 }

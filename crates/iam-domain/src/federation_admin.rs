@@ -10,14 +10,15 @@
 use time::OffsetDateTime;
 
 use crate::audit::{AuditAction, AuditEvent, RequestContext};
-use crate::credential_admin::{CredentialError, account_to_act_as};
+use crate::credential_admin::{CredentialError, account_to_act_as, live_or_not_found};
 use crate::federated_credential::{
     Audience, FederatedCredential, ID_PREFIX, MAX_PER_ACCOUNT, NewFederatedCredential,
     distinct_audiences,
 };
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
-    Adapters, CapOutcome, Clock, Directory, FederatedCredentialStore, IdGenerator, Recorder,
+    Adapters, CapOutcome, Clock, Directory, FederatedCredentialStore, IdGenerator, LiveToken,
+    Recorder,
 };
 use crate::principal::Principal;
 use crate::resource_id::{CredentialId, ServiceAccountId};
@@ -60,10 +61,12 @@ impl<A: Adapters> FederationAdmin<A> {
         }
     }
 
-    /// Lists an account's federated credentials.
+    /// Lists an account's federated credentials, checking the liveness of the caller's token
+    /// in the same round trip.
     ///
     /// # Errors
-    /// [`CredentialError::NotFound`]; [`CredentialError::Store`].
+    /// [`CredentialError::NotFound`] (for a non-admin without a liveness check);
+    /// [`CredentialError::TokenNotLive`]; [`CredentialError::Store`].
     pub async fn list(
         &self,
         caller: &Principal,
@@ -72,10 +75,13 @@ impl<A: Adapters> FederationAdmin<A> {
     ) -> Result<Page<FederatedCredential>, CredentialError> {
         let account = visible_account_id(caller, &self.admin_role, account)
             .ok_or(CredentialError::NotFound)?;
-        self.federated
-            .list_federated(&caller.tenant, &account, page)
-            .await?
-            .ok_or(CredentialError::NotFound)
+        let live =
+            LiveToken::of(caller, self.clock.now_micros()).ok_or(CredentialError::TokenNotLive)?;
+        live_or_not_found(
+            self.federated
+                .list_federated_if_live(&live, &caller.tenant, &account, page)
+                .await?,
+        )
     }
 
     /// Creates a federated credential. With a `recorder` (the request carried an
@@ -184,10 +190,12 @@ impl<A: Adapters> FederationAdmin<A> {
         account_to_act_as(&self.accounts, &self.admin_role, caller, account, now).await
     }
 
-    /// Reads one federated credential.
+    /// Reads one federated credential, checking the liveness of the caller's token in the
+    /// same round trip.
     ///
     /// # Errors
-    /// [`CredentialError::NotFound`] (also for one of another account); [`CredentialError::Store`].
+    /// [`CredentialError::NotFound`] (also for one of another account; for a non-admin
+    /// without a liveness check); [`CredentialError::TokenNotLive`]; [`CredentialError::Store`].
     pub async fn get(
         &self,
         caller: &Principal,
@@ -197,10 +205,13 @@ impl<A: Adapters> FederationAdmin<A> {
         let account = visible_account_id(caller, &self.admin_role, account)
             .ok_or(CredentialError::NotFound)?;
         let id = federated_id(id)?;
-        self.federated
-            .get_federated(&caller.tenant, &account, &id)
-            .await?
-            .ok_or(CredentialError::NotFound)
+        let live =
+            LiveToken::of(caller, self.clock.now_micros()).ok_or(CredentialError::TokenNotLive)?;
+        live_or_not_found(
+            self.federated
+                .get_federated_if_live(&live, &caller.tenant, &account, &id)
+                .await?,
+        )
     }
 
     /// Deletes a federated credential; tokens minted with it stop working at once.

@@ -199,6 +199,31 @@ pub trait ServiceAccountStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Page<ServiceAccount>, StoreError>> + Send;
 
+    /// [`Self::get`] and the liveness of `live`, in one round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn get_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<IfLive<Option<ServiceAccount>>, StoreError>> + Send;
+
+    /// [`Self::list`] and the liveness of `live`, in one round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn list_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<IfLive<Page<ServiceAccount>>, StoreError>> + Send;
+
     /// Replaces the mutable fields, `updated_at` and `revision` of the row with `account.uid`
     /// if its stored revision is `expected`, and stores `audit`.
     ///
@@ -287,6 +312,32 @@ pub trait CredentialStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<Page<Credential>>, StoreError>> + Send;
 
+    /// [`Self::get`] and the liveness of `live`, in one round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn get_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<IfLive<Option<Credential>>, StoreError>> + Send;
+
+    /// [`Self::list`] and the liveness of `live`, in one round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn list_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<IfLive<Option<Page<Credential>>>, StoreError>> + Send;
+
     /// The credential `id` of the account whose client id is `client_id`, with that account
     /// (its `active_credential_count` need not be filled): what a token mint checks. `None`
     /// when either is missing or they do not belong together. One round trip.
@@ -321,6 +372,52 @@ pub struct TokenRef<'a> {
     pub issuer: &'a str,
     /// `jti`.
     pub id: &'a str,
+}
+
+/// Everything the liveness of one verified token depends on (see [`TokenStore::is_live`]),
+/// for a store to check it together with a read, in the same round trip.
+#[derive(Debug, Clone)]
+pub struct LiveToken<'a> {
+    /// The token as revocation names it.
+    pub token: TokenRef<'a>,
+    /// For a service-account token: its account's client id and the credential (secret or
+    /// federated) it was minted with.
+    pub service_account: Option<(ClientId, &'a CredentialId)>,
+    /// The time its credential must not have expired by.
+    pub now: OffsetDateTime,
+}
+
+impl<'a> LiveToken<'a> {
+    /// What the liveness of `principal`'s token at `now` depends on; `None` when it is dead
+    /// whatever storage holds (a service-account token without a credential id).
+    pub fn of(principal: &'a crate::Principal, now: OffsetDateTime) -> Option<Self> {
+        let service_account = match (principal.kind, &principal.credential_id) {
+            (crate::PrincipalKind::ServiceAccount, Some(credential)) => Some((
+                ClientId::from_stored(principal.subject.as_str().to_owned()),
+                credential,
+            )),
+            (crate::PrincipalKind::ServiceAccount, None) => return None,
+            _ => None,
+        };
+        Some(Self {
+            token: TokenRef {
+                issuer: &principal.issuer,
+                id: &principal.token_id,
+            },
+            service_account,
+            now,
+        })
+    }
+}
+
+/// The outcome of a read made together with the liveness check of the caller's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfLive<T> {
+    /// The token is live; what was read.
+    Live(T),
+    /// The token is revoked, or its credential or account is gone or inactive: what was read
+    /// must not be shown.
+    Dead,
 }
 
 /// Revoked tokens and the liveness of tokens.

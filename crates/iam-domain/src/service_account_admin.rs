@@ -16,7 +16,7 @@ use crate::audit::{AuditAction, AuditEvent, RequestContext};
 use crate::organization::Organization;
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
-    Adapters, Clock, Directory, IdGenerator, InsertError, RecordError, Recorder,
+    Adapters, Clock, Directory, IdGenerator, IfLive, InsertError, LiveToken, RecordError, Recorder,
     ServiceAccountStore, StoreError, UpdateOutcome,
 };
 use crate::principal::Principal;
@@ -43,6 +43,10 @@ pub enum ServiceAccountError {
     /// No such account for this caller: missing, another tenant's, or the caller is no admin.
     #[error("service account not found")]
     NotFound,
+    /// The caller's token turned out not to be live (revoked, or its credential or account
+    /// gone or inactive) in the read that checked it.
+    #[error("the token is no longer live")]
+    TokenNotLive,
     /// The request breaks business rules; every violation is listed.
     #[error("the request breaks {} rule(s)", .0.len())]
     Rejected(Vec<Violation>),
@@ -146,25 +150,6 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         &self.clock
     }
 
-    /// Lists the caller's tenant's accounts.
-    ///
-    /// # Errors
-    /// [`ServiceAccountError::Forbidden`] for non-admins; [`ServiceAccountError::Store`].
-    pub async fn list(
-        &self,
-        caller: &Principal,
-        filter: &ServiceAccountFilter,
-        page: PageRequest,
-    ) -> Result<Page<ServiceAccount>, ServiceAccountError> {
-        if !caller.is_tenant_admin(&self.admin_role) {
-            return Err(ServiceAccountError::Forbidden);
-        }
-        Ok(self
-            .store
-            .list(&caller.tenant, filter, page, self.clock.now_micros())
-            .await?)
-    }
-
     /// Creates an account in the caller's tenant. With a `recorder` (the request carried an
     /// `Idempotency-Key`), the record of the response is stored in the same transaction as
     /// the account.
@@ -246,21 +231,56 @@ impl<A: Adapters> ServiceAccountAdmin<A> {
         }
     }
 
-    /// Reads one account.
+    /// Reads one account. The liveness of the caller's token is checked in the same round
+    /// trip as the read (the caller need not be checked before).
     ///
     /// # Errors
-    /// [`ServiceAccountError::NotFound`] when missing, of another tenant, or the caller is no admin;
-    /// [`ServiceAccountError::Store`].
+    /// [`ServiceAccountError::NotFound`] when missing, of another tenant, or the caller is no
+    /// admin — the last without any liveness check: whoever answers it must check liveness
+    /// before saying 404; [`ServiceAccountError::TokenNotLive`]; [`ServiceAccountError::Store`].
     pub async fn get(
         &self,
         caller: &Principal,
         id: &str,
     ) -> Result<ServiceAccount, ServiceAccountError> {
         let id = self.visible_id(caller, id)?;
-        self.store
-            .get(&caller.tenant, &id, self.clock.now_micros())
+        let now = self.clock.now_micros();
+        let live = LiveToken::of(caller, now).ok_or(ServiceAccountError::TokenNotLive)?;
+        match self
+            .store
+            .get_if_live(&live, &caller.tenant, &id, now)
             .await?
-            .ok_or(ServiceAccountError::NotFound)
+        {
+            IfLive::Live(found) => found.ok_or(ServiceAccountError::NotFound),
+            IfLive::Dead => Err(ServiceAccountError::TokenNotLive),
+        }
+    }
+
+    /// Lists the caller's tenant's accounts, checking the liveness of the caller's token in
+    /// the same round trip (see [`Self::get`]).
+    ///
+    /// # Errors
+    /// [`ServiceAccountError::Forbidden`] for non-admins (without a liveness check);
+    /// [`ServiceAccountError::TokenNotLive`]; [`ServiceAccountError::Store`].
+    pub async fn list(
+        &self,
+        caller: &Principal,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+    ) -> Result<Page<ServiceAccount>, ServiceAccountError> {
+        if !caller.is_tenant_admin(&self.admin_role) {
+            return Err(ServiceAccountError::Forbidden);
+        }
+        let now = self.clock.now_micros();
+        let live = LiveToken::of(caller, now).ok_or(ServiceAccountError::TokenNotLive)?;
+        match self
+            .store
+            .list_if_live(&live, &caller.tenant, filter, page, now)
+            .await?
+        {
+            IfLive::Live(page) => Ok(page),
+            IfLive::Dead => Err(ServiceAccountError::TokenNotLive),
+        }
     }
 
     /// Applies a PATCH. A patch that changes nothing stores nothing and returns the account

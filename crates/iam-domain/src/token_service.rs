@@ -21,9 +21,9 @@ use crate::client_secret::{ClientSecret, SecretHasher};
 use crate::credential::CredentialStatus;
 use crate::ports::{
     Adapters, AssertionVerifier, Clock, CredentialStore, Directory, FederatedCredentialStore,
-    IdGenerator, StoreError, TokenRef, TokenStore, UsageRecorder,
+    IdGenerator, LiveToken, StoreError, TokenRef, TokenStore, UsageRecorder,
 };
-use crate::principal::{Principal, PrincipalKind};
+use crate::principal::Principal;
 use crate::resource_id::{CredentialId, OrgId};
 use crate::role::RoleSlug;
 use crate::scope::{Scope, ScopeTarget};
@@ -389,19 +389,14 @@ impl<A: Adapters> TokenService<A> {
     /// # Errors
     /// [`StoreError`] when storage fails.
     pub async fn is_live(&self, principal: &Principal) -> Result<bool, StoreError> {
-        let service_account = match (principal.kind, &principal.credential_id) {
-            (PrincipalKind::ServiceAccount, Some(credential)) => Some((
-                ClientId::from_stored(principal.subject.as_str().to_owned()),
-                credential.clone(),
-            )),
-            (PrincipalKind::ServiceAccount, None) => return Ok(false),
-            _ => None,
+        let Some(live) = LiveToken::of(principal, self.clock.now_micros()) else {
+            return Ok(false);
         };
         self.tokens
             .is_live(
-                token_ref(principal),
-                service_account.as_ref().map(|(c, id)| (c, id)),
-                self.clock.now_micros(),
+                live.token,
+                live.service_account.as_ref().map(|(c, id)| (c, *id)),
+                live.now,
             )
             .await
     }

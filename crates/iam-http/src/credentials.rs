@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::body::{self, Fields, Presence};
-use crate::caller::Caller;
+use crate::caller::{Caller, ReadCaller};
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
 use crate::idempotency;
 use crate::paging::PageQuery;
@@ -176,50 +176,54 @@ const LIST_PARAMS: &[&str] = &["pageSize", "pageToken", "offset", "status"];
 )]
 pub async fn list<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
-    Caller(caller): Caller,
+    caller: ReadCaller,
     req: HttpRequest,
     account: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // The uniform 404 comes before any validation of the query.
-    state.admin.visible_id(&caller, &account)?;
-    let params = body::query(req.query_string(), LIST_PARAMS)?;
-    let mut errors: Vec<ErrorDetail> = Vec::new();
-    let mut filter = CredentialFilter::default();
-    let mut paging = PageQuery::default();
-    for (name, value) in params {
-        if paging.take(&name, &value, &mut errors) {
-            continue;
+    let result: Result<HttpResponse, ApiError> = async {
+        // The uniform 404 comes before any validation of the query.
+        state.admin.visible_id(&caller, &account)?;
+        let params = body::query(req.query_string(), LIST_PARAMS)?;
+        let mut errors: Vec<ErrorDetail> = Vec::new();
+        let mut filter = CredentialFilter::default();
+        let mut paging = PageQuery::default();
+        for (name, value) in params {
+            if paging.take(&name, &value, &mut errors) {
+                continue;
+            }
+            // body::query admits only LIST_PARAMS: what is left is `status`.
+            match value.parse() {
+                Ok(status) => filter.status = Some(status),
+                Err(e) => errors.push(ErrorDetail::invalid(name, e)),
+            }
         }
-        // body::query admits only LIST_PARAMS: what is left is `status`.
-        match value.parse() {
-            Ok(status) => filter.status = Some(status),
-            Err(e) => errors.push(ErrorDetail::invalid(name, e)),
+        let binding = [
+            "credentials",
+            caller.tenant.as_str(),
+            account.as_str(),
+            filter.status.map_or("", |s| s.as_str()),
+        ];
+        let request = paging.request(&state.page_tokens, &binding, &mut errors);
+        if !errors.is_empty() {
+            return Err(ApiError::bad_request(errors));
         }
+        let (page, now) = state
+            .credentials
+            .list(&caller, &account, filter, request)
+            .await?;
+        let body = CredentialList {
+            credentials: page
+                .items
+                .iter()
+                .map(|c| CredentialView::new(c, now, None))
+                .collect(),
+            next_page_token: page.next.map(|c| state.page_tokens.encode(&c, &binding)),
+            total: page.total,
+        };
+        Ok(Reply::json(StatusCode::OK, &body)?.into_response())
     }
-    let binding = [
-        "credentials",
-        caller.tenant.as_str(),
-        account.as_str(),
-        filter.status.map_or("", |s| s.as_str()),
-    ];
-    let request = paging.request(&state.page_tokens, &binding, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::bad_request(errors));
-    }
-    let (page, now) = state
-        .credentials
-        .list(&caller, &account, filter, request)
-        .await?;
-    let body = CredentialList {
-        credentials: page
-            .items
-            .iter()
-            .map(|c| CredentialView::new(c, now, None))
-            .collect(),
-        next_page_token: page.next.map(|c| state.page_tokens.encode(&c, &binding)),
-        total: page.total,
-    };
-    Ok(Reply::json(StatusCode::OK, &body)?.into_response())
+    .await;
+    caller.answer(result).await
 }
 
 /// Create a client secret for a service account; the secret is in this response only.
@@ -333,12 +337,19 @@ fn parse_create(
 )]
 pub async fn get<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
-    Caller(caller): Caller,
+    caller: ReadCaller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (account, id) = path.into_inner();
-    let (credential, now) = state.credentials.get(&caller, &account, &id).await?;
-    Ok(Reply::json(StatusCode::OK, &CredentialView::new(&credential, now, None))?.into_response())
+    let result: Result<HttpResponse, ApiError> = async {
+        let (account, id) = path.into_inner();
+        let (credential, now) = state.credentials.get(&caller, &account, &id).await?;
+        Ok(
+            Reply::json(StatusCode::OK, &CredentialView::new(&credential, now, None))?
+                .into_response(),
+        )
+    }
+    .await;
+    caller.answer(result).await
 }
 
 /// Delete a credential; its secret stops working at once. Non-admins get 404.

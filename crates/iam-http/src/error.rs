@@ -300,6 +300,7 @@ impl From<ServiceAccountError> for ApiError {
             ServiceAccountError::Forbidden => Self::forbidden(),
             ServiceAccountError::ActingAsRefused(violations) => Self::acting_as_refused(violations),
             ServiceAccountError::NotFound => Self::service_account_not_found(),
+            ServiceAccountError::TokenNotLive => Self::unauthorized(),
             ServiceAccountError::Rejected(violations) => Self::rejected(violations),
             ServiceAccountError::AlreadyExists => Self::new(
                 StatusCode::CONFLICT,
@@ -331,6 +332,7 @@ impl From<CredentialError> for ApiError {
     fn from(error: CredentialError) -> Self {
         match error {
             CredentialError::NotFound => Self::service_account_not_found(),
+            CredentialError::TokenNotLive => Self::unauthorized(),
             CredentialError::ActingAsRefused(violations) => Self::acting_as_refused(violations),
             CredentialError::Rejected(violations) => Self::rejected(violations),
             CredentialError::LimitReached { cap } => Self::new(

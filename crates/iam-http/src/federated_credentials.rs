@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::body::{self, Fields, Presence};
-use crate::caller::Caller;
+use crate::caller::{Caller, ReadCaller};
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
 use crate::idempotency;
 use crate::paging::PageQuery;
@@ -149,39 +149,43 @@ const LIST_PARAMS: &[&str] = &["pageSize", "pageToken", "offset"];
 )]
 pub async fn list<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
-    Caller(caller): Caller,
+    caller: ReadCaller,
     req: HttpRequest,
     account: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // The uniform 404 comes before any validation of the query.
-    state.admin.visible_id(&caller, &account)?;
-    let params = body::query(req.query_string(), LIST_PARAMS)?;
-    let mut errors: Vec<ErrorDetail> = Vec::new();
-    let mut paging = PageQuery::default();
-    for (name, value) in params {
-        // body::query admits only LIST_PARAMS, all of them paging parameters.
-        paging.take(&name, &value, &mut errors);
+    let result: Result<HttpResponse, ApiError> = async {
+        // The uniform 404 comes before any validation of the query.
+        state.admin.visible_id(&caller, &account)?;
+        let params = body::query(req.query_string(), LIST_PARAMS)?;
+        let mut errors: Vec<ErrorDetail> = Vec::new();
+        let mut paging = PageQuery::default();
+        for (name, value) in params {
+            // body::query admits only LIST_PARAMS, all of them paging parameters.
+            paging.take(&name, &value, &mut errors);
+        }
+        let binding = [
+            "federated-credentials",
+            caller.tenant.as_str(),
+            account.as_str(),
+        ];
+        let request = paging.request(&state.page_tokens, &binding, &mut errors);
+        if !errors.is_empty() {
+            return Err(ApiError::bad_request(errors));
+        }
+        let page = state.federation.list(&caller, &account, request).await?;
+        let body = FederatedCredentialList {
+            federated_credentials: page
+                .items
+                .iter()
+                .map(FederatedCredentialView::new)
+                .collect(),
+            next_page_token: page.next.map(|c| state.page_tokens.encode(&c, &binding)),
+            total: page.total,
+        };
+        Ok(Reply::json(StatusCode::OK, &body)?.into_response())
     }
-    let binding = [
-        "federated-credentials",
-        caller.tenant.as_str(),
-        account.as_str(),
-    ];
-    let request = paging.request(&state.page_tokens, &binding, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::bad_request(errors));
-    }
-    let page = state.federation.list(&caller, &account, request).await?;
-    let body = FederatedCredentialList {
-        federated_credentials: page
-            .items
-            .iter()
-            .map(FederatedCredentialView::new)
-            .collect(),
-        next_page_token: page.next.map(|c| state.page_tokens.encode(&c, &binding)),
-        total: page.total,
-    };
-    Ok(Reply::json(StatusCode::OK, &body)?.into_response())
+    .await;
+    caller.answer(result).await
 }
 
 /// Trust an external identity (issuer + subject) to act as a service account.
@@ -316,12 +320,19 @@ fn parse_create(
 )]
 pub async fn get<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
-    Caller(caller): Caller,
+    caller: ReadCaller,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (account, id) = path.into_inner();
-    let credential = state.federation.get(&caller, &account, &id).await?;
-    Ok(Reply::json(StatusCode::OK, &FederatedCredentialView::new(&credential))?.into_response())
+    let result: Result<HttpResponse, ApiError> = async {
+        let (account, id) = path.into_inner();
+        let credential = state.federation.get(&caller, &account, &id).await?;
+        Ok(
+            Reply::json(StatusCode::OK, &FederatedCredentialView::new(&credential))?
+                .into_response(),
+        )
+    }
+    .await;
+    caller.answer(result).await
 }
 
 /// Delete a federated credential; tokens minted with it stop working at once. Non-admins get 404.

@@ -11,12 +11,17 @@
 //! refused.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use iam_domain::{
     CredentialId, OrgId, Principal, PrincipalKind, RoleSlug, Scope, ScopeTarget, Subject,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 pub use crate::signing_keys::{Ed25519Key, KeyError, TokenSigner, VerificationKey};
@@ -75,8 +80,22 @@ pub struct AccessClaims {
 }
 
 struct TrustedKey {
-    key: DecodingKey,
+    /// Parsed once (a point decompression), not per token.
+    key: ed25519_dalek::VerifyingKey,
     issuer: String,
+}
+
+/// How many verified tokens [`TokenVerifier`] remembers (about 1 KiB each).
+pub const VERIFIED_CACHE_SIZE: usize = 4096;
+
+/// A token that passed every check but the time ones (which depend on when it is used).
+type Verified = Arc<(AccessClaims, Principal)>;
+
+/// The JOSE header members read; everything else is ignored.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Option<String>,
+    kid: Option<String>,
 }
 
 /// Why a token was refused. Callers see one uniform 401; this is for logs.
@@ -106,9 +125,17 @@ pub enum TokenError {
 }
 
 /// Verifies bearer tokens against this service's own keys.
+///
+/// A token that verified is remembered (at most [`VERIFIED_CACHE_SIZE`], least recently used
+/// forgotten first), keyed by the SHA-256 of the whole token: presented again, it costs a
+/// hash instead of a signature verification. Its times are checked again on every use, and
+/// an entry found past its `exp` is dropped, so no entry is ever used beyond its token's
+/// lifetime. Only what the token itself says is remembered; liveness (revocation, the
+/// credential, the account) is checked on every request by the caller.
 pub struct TokenVerifier {
     keys: HashMap<String, TrustedKey>,
     audience: String,
+    verified: Mutex<LruCache<[u8; 32], Verified>>,
 }
 
 impl TokenVerifier {
@@ -122,6 +149,9 @@ impl TokenVerifier {
         Self {
             keys: HashMap::new(),
             audience: audience.into(),
+            verified: Mutex::new(LruCache::new(
+                NonZeroUsize::new(VERIFIED_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -130,7 +160,7 @@ impl TokenVerifier {
         self.keys.insert(
             key.kid().to_owned(),
             TrustedKey {
-                key: key.decoding_key(),
+                key: *key.verifying_key(),
                 issuer: issuer.to_owned(),
             },
         );
@@ -145,40 +175,93 @@ impl TokenVerifier {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<(AccessClaims, Principal), TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cached = self.cache().get(&digest).cloned();
+        let verified = match cached {
+            Some(verified) => verified,
+            None => Arc::new(self.verify_untimed(token)?),
+        };
+        if let Err(refused) = check_times(&verified.0, now) {
+            if refused == TokenError::Expired {
+                self.cache().pop(&digest);
+            }
+            return Err(refused);
+        }
+        self.cache().put(digest, Arc::clone(&verified));
+        Ok(verified.as_ref().clone())
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<[u8; 32], Verified>> {
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every check of [`Self::verify`] but the time claims: the compact JWS (RFC 7515 §7.1)
+    /// with `kid` naming a trusted key and `alg: EdDSA`, its signature (`verify_strict` of
+    /// `ed25519-dalek`), the key's issuer as `iss`, the audience in `aud`, and the claims of a
+    /// principal.
+    fn verify_untimed(&self, token: &str) -> Result<(AccessClaims, Principal), TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header_part), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: JoseHeader = decode_json(header_part).ok_or(TokenError::Malformed)?;
         // An unknown (or absent) kid first: the token may be an external issuer's, whatever
         // its algorithm; one of ours is EdDSA.
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let trusted = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-        if header.alg != Algorithm::EdDSA {
+        if header.alg.as_deref() != Some("EdDSA") {
             return Err(TokenError::Malformed);
         }
-
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_audience(&[&self.audience]);
-        validation.set_issuer(&[&trusted.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // exp and nbf are checked below against the injected clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, &trusted.key, &validation)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?
-            .claims;
-
-        let now = now.unix_timestamp();
-        if now >= claims.exp.saturating_add(LEEWAY_SECONDS) {
-            return Err(TokenError::Expired);
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .ok()
+            .and_then(|bytes| ed25519_dalek::Signature::from_slice(&bytes).ok())
+            .ok_or(TokenError::Malformed)?;
+        // The signing input: the header and the payload as sent, with their dot.
+        let signed = &token[..header_part.len() + 1 + payload.len()];
+        trusted
+            .key
+            .verify_strict(signed.as_bytes(), &signature)
+            .map_err(|_| TokenError::Invalid("bad signature".into()))?;
+        let claims: AccessClaims = decode_json(payload)
+            .ok_or_else(|| TokenError::Invalid("claims of an access token".into()))?;
+        if claims.iss != trusted.issuer {
+            return Err(TokenError::Invalid("wrong issuer".into()));
         }
-        let latest = now.saturating_add(LEEWAY_SECONDS);
-        if claims.nbf.is_some_and(|nbf| nbf > latest) {
-            return Err(TokenError::NotYetValid);
-        }
-        if claims.iat > latest {
-            return Err(TokenError::IssuedInFuture);
+        let audience_ok = match &claims.aud {
+            Audience::One(one) => *one == self.audience,
+            Audience::Many(many) => many.contains(&self.audience),
+        };
+        if !audience_ok {
+            return Err(TokenError::Invalid("wrong audience".into()));
         }
         let principal = principal_from(&claims)?;
         Ok((claims, principal))
     }
+}
+
+/// A base64url (unpadded) JSON part of a compact JWS.
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// `exp` (required), `nbf` and `iat` at `now`, with [`LEEWAY_SECONDS`] of skew.
+fn check_times(claims: &AccessClaims, now: OffsetDateTime) -> Result<(), TokenError> {
+    let now = now.unix_timestamp();
+    if now >= claims.exp.saturating_add(LEEWAY_SECONDS) {
+        return Err(TokenError::Expired);
+    }
+    let latest = now.saturating_add(LEEWAY_SECONDS);
+    if claims.nbf.is_some_and(|nbf| nbf > latest) {
+        return Err(TokenError::NotYetValid);
+    }
+    if claims.iat > latest {
+        return Err(TokenError::IssuedInFuture);
+    }
+    Ok(())
 }
 
 /// The principal `claims` describe.
@@ -217,7 +300,7 @@ mod tests {
 
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use jsonwebtoken::{EncodingKey, Header};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     use super::*;
 
@@ -374,6 +457,33 @@ mod tests {
                 TokenError::BadClaims("sub")
             );
         }
+    }
+
+    #[test]
+    fn a_remembered_token_is_checked_for_time_again_and_a_changed_one_verified_anew() {
+        let (key, verifier) = setup();
+        let signer = TokenSigner::new(&key).unwrap();
+        let exp = now().unix_timestamp() + 600;
+        let token = signer.sign(&claims(exp)).unwrap();
+        assert!(verifier.verify(&token, now()).is_ok());
+        assert!(verifier.verify(&token, now()).is_ok());
+        assert_eq!(verifier.cache().len(), 1);
+        // Another payload under the same signature is another token: verified, refused.
+        let other = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(exp + 1)).unwrap());
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = &other;
+        assert_eq!(
+            verifier.verify(&parts.join("."), now()).unwrap_err(),
+            TokenError::Invalid("bad signature".into())
+        );
+        // Past its exp, the remembered token is refused and forgotten.
+        assert_eq!(
+            verifier
+                .verify(&token, now() + time::Duration::seconds(660))
+                .unwrap_err(),
+            TokenError::Expired
+        );
+        assert_eq!(verifier.cache().len(), 0);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::body::{self, Fields, Presence};
-use crate::caller::Caller;
+use crate::caller::{Caller, ReadCaller};
 use crate::error::{ApiError, ErrorDetail, ErrorEnvelope};
 use crate::idempotency;
 use crate::paging::PageQuery;
@@ -265,46 +265,50 @@ fn parse_roles(fields: &mut Fields, raw: Vec<(usize, String)>) -> Vec<RoleSlug> 
 )]
 pub async fn list<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
-    Caller(caller): Caller,
+    caller: ReadCaller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let params = body::query(req.query_string(), LIST_PARAMS)?;
-    let mut errors: Vec<ErrorDetail> = Vec::new();
-    let mut filter = ServiceAccountFilter::default();
-    let mut paging = PageQuery::default();
-    for (name, value) in params {
-        if paging.take(&name, &value, &mut errors) {
-            continue;
+    let result: Result<HttpResponse, ApiError> = async {
+        let params = body::query(req.query_string(), LIST_PARAMS)?;
+        let mut errors: Vec<ErrorDetail> = Vec::new();
+        let mut filter = ServiceAccountFilter::default();
+        let mut paging = PageQuery::default();
+        for (name, value) in params {
+            if paging.take(&name, &value, &mut errors) {
+                continue;
+            }
+            match name.as_str() {
+                "scope" => match value.parse() {
+                    Ok(scope) => filter.scope = Some(scope),
+                    Err(e) => errors.push(ErrorDetail::invalid(name, e)),
+                },
+                "status" => match value.parse() {
+                    Ok(status) => filter.status = Some(status),
+                    Err(e) => errors.push(ErrorDetail::invalid(name, e)),
+                },
+                "scopeId" => match TargetId::parse(value) {
+                    Ok(id) => filter.target_id = Some(id),
+                    Err(e) => errors.push(ErrorDetail::invalid(name, e)),
+                },
+                // body::query admits only LIST_PARAMS, all handled above.
+                _ => {}
+            }
         }
-        match name.as_str() {
-            "scope" => match value.parse() {
-                Ok(scope) => filter.scope = Some(scope),
-                Err(e) => errors.push(ErrorDetail::invalid(name, e)),
-            },
-            "status" => match value.parse() {
-                Ok(status) => filter.status = Some(status),
-                Err(e) => errors.push(ErrorDetail::invalid(name, e)),
-            },
-            "scopeId" => match TargetId::parse(value) {
-                Ok(id) => filter.target_id = Some(id),
-                Err(e) => errors.push(ErrorDetail::invalid(name, e)),
-            },
-            // body::query admits only LIST_PARAMS, all handled above.
-            _ => {}
+        let binding = page_binding(caller.tenant.as_str(), &filter);
+        let request = paging.request(&state.page_tokens, &binding, &mut errors);
+        if !errors.is_empty() {
+            return Err(ApiError::bad_request(errors));
         }
+        let page = state.admin.list(&caller, &filter, request).await?;
+        let body = ServiceAccountList {
+            service_accounts: page.items.iter().map(ServiceAccountView::from).collect(),
+            next_page_token: page.next.map(|c| state.page_tokens.encode(&c, &binding)),
+            total: page.total,
+        };
+        Ok(Reply::json(StatusCode::OK, &body)?.into_response())
     }
-    let binding = page_binding(caller.tenant.as_str(), &filter);
-    let request = paging.request(&state.page_tokens, &binding, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::bad_request(errors));
-    }
-    let page = state.admin.list(&caller, &filter, request).await?;
-    let body = ServiceAccountList {
-        service_accounts: page.items.iter().map(ServiceAccountView::from).collect(),
-        next_page_token: page.next.map(|c| state.page_tokens.encode(&c, &binding)),
-        total: page.total,
-    };
-    Ok(Reply::json(StatusCode::OK, &body)?.into_response())
+    .await;
+    caller.answer(result).await
 }
 
 /// Create a service account in the caller's tenant (tenant administrators only).
@@ -415,11 +419,15 @@ fn parse_create(
 )]
 pub async fn get<A: HttpAdapters>(
     state: web::Data<AppState<A>>,
-    Caller(caller): Caller,
+    caller: ReadCaller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let sa = state.admin.get(&caller, &id).await?;
-    Ok(reply(StatusCode::OK, &sa)?.into_response())
+    let result: Result<HttpResponse, ApiError> = async {
+        let sa = state.admin.get(&caller, &id).await?;
+        Ok(reply(StatusCode::OK, &sa)?.into_response())
+    }
+    .await;
+    caller.answer(result).await
 }
 
 /// Update display name, description, roles or status. Non-admins get 404.

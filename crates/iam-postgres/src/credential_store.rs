@@ -31,12 +31,14 @@ use diesel::dsl::{count_star, exists};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use iam_domain::audit::AuditEvent;
 use iam_domain::client_secret::SecretHash;
 use iam_domain::credential::{Credential, CredentialFilter, CredentialStatus};
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
-use iam_domain::ports::{CapOutcome, CredentialStore, IdempotencyCompletion, StoreError};
+use iam_domain::ports::{
+    CapOutcome, CredentialStore, IdempotencyCompletion, IfLive, LiveToken, StoreError,
+};
 use iam_domain::principal::Subject;
 use iam_domain::resource_id::{CredentialId, OrgId, ServiceAccountId};
 use iam_domain::service_account::{ClientId, ServiceAccount};
@@ -222,8 +224,50 @@ impl From<diesel::result::Error> for CapFailure {
 }
 
 impl PgStore {
+    /// Credential `id` of `account` in `tenant`: one statement.
+    async fn get_credential(
+        conn: &AsyncPgConnection,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> Result<Option<Credential>, StoreError> {
+        let row = credentials::table
+            .inner_join(service_accounts::table)
+            .filter(credentials::org_id.eq(tenant.as_str()))
+            .filter(credentials::id.eq(id.as_str()))
+            .filter(service_accounts::org_id.eq(tenant.as_str()))
+            .filter(service_accounts::id.eq(account.as_str()))
+            .select(CredentialRow::as_select())
+            .first::<CredentialRow>(&mut &*conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?;
+        row.map(|row| row.into_domain(account.clone())).transpose()
+    }
+
+    /// A page of `account`'s credentials, its statements pipelined.
+    async fn list_credentials(
+        conn: &AsyncPgConnection,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Option<Page<Credential>>, StoreError> {
+        let size = page.size.get();
+        match page.position {
+            PagePosition::After(after) => {
+                Self::list_credentials_cursor(conn, tenant, account, filter, now, after, size).await
+            }
+            PagePosition::Offset(offset) => {
+                Self::list_credentials_offset(conn, tenant, account, filter, now, offset, size)
+                    .await
+            }
+        }
+    }
+
     async fn list_credentials_cursor(
-        &self,
+        conn: &AsyncPgConnection,
         tenant: &OrgId,
         account: &ServiceAccountId,
         filter: CredentialFilter,
@@ -234,7 +278,6 @@ impl PgStore {
         // One more than asked: whether it exists decides `next`.
         let limit = i64::from(size) + 1;
         let size = usize::from(size);
-        let conn = self.conn().await?;
         // Both statements are sent at once (pipelined on one connection): one round trip.
         let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
             .get_result::<bool>(&mut &*conn);
@@ -264,7 +307,7 @@ impl PgStore {
     }
 
     async fn list_credentials_offset(
-        &self,
+        conn: &AsyncPgConnection,
         tenant: &OrgId,
         account: &ServiceAccountId,
         filter: CredentialFilter,
@@ -273,7 +316,6 @@ impl PgStore {
         size: u16,
     ) -> Result<Option<Page<Credential>>, StoreError> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let conn = self.conn().await?;
         // All three statements are sent at once (pipelined on one connection): one round trip.
         let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
             .get_result::<bool>(&mut &*conn);
@@ -412,19 +454,8 @@ impl CredentialStore for PgStore {
         account: &ServiceAccountId,
         id: &CredentialId,
     ) -> Result<Option<Credential>, StoreError> {
-        let mut conn = self.conn().await?;
-        let row = credentials::table
-            .inner_join(service_accounts::table)
-            .filter(credentials::org_id.eq(tenant.as_str()))
-            .filter(credentials::id.eq(id.as_str()))
-            .filter(service_accounts::org_id.eq(tenant.as_str()))
-            .filter(service_accounts::id.eq(account.as_str()))
-            .select(CredentialRow::as_select())
-            .first::<CredentialRow>(&mut conn)
-            .await
-            .optional()
-            .map_err(DbError::from)?;
-        row.map(|row| row.into_domain(account.clone())).transpose()
+        let conn = self.conn().await?;
+        Self::get_credential(&conn, tenant, account, id).await
     }
 
     async fn list(
@@ -435,16 +466,36 @@ impl CredentialStore for PgStore {
         page: PageRequest,
         now: OffsetDateTime,
     ) -> Result<Option<Page<Credential>>, StoreError> {
-        match page.position {
-            PagePosition::After(after) => {
-                self.list_credentials_cursor(tenant, account, filter, now, after, page.size.get())
-                    .await
-            }
-            PagePosition::Offset(offset) => {
-                self.list_credentials_offset(tenant, account, filter, now, offset, page.size.get())
-                    .await
-            }
-        }
+        let conn = self.conn().await?;
+        Self::list_credentials(&conn, tenant, account, filter, page, now).await
+    }
+
+    async fn get_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> Result<IfLive<Option<Credential>>, StoreError> {
+        self.if_live(live, async |conn| {
+            Self::get_credential(conn, tenant, account, id).await
+        })
+        .await
+    }
+
+    async fn list_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<IfLive<Option<Page<Credential>>>, StoreError> {
+        self.if_live(live, async |conn| {
+            Self::list_credentials(conn, tenant, account, filter, page, now).await
+        })
+        .await
     }
 
     /// One statement (see the module documentation). The account's `active_credential_count`

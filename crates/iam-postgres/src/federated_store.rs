@@ -16,12 +16,13 @@ use diesel::dsl::{count_star, exists};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use iam_domain::audit::AuditEvent;
 use iam_domain::federated_credential::{Audience, ExternalSubject, FederatedCredential, Issuer};
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
 use iam_domain::ports::{
-    CapOutcome, FederatedCredentialStore, FederatedMatch, IdempotencyCompletion, StoreError,
+    CapOutcome, FederatedCredentialStore, FederatedMatch, IdempotencyCompletion, IfLive, LiveToken,
+    StoreError,
 };
 use iam_domain::principal::Subject;
 use iam_domain::resource_id::{CredentialId, OrgId, ServiceAccountId};
@@ -196,14 +197,34 @@ impl From<diesel::result::Error> for CapFailure {
 }
 
 impl PgStore {
+    /// Federated credential `id` of `account` in `tenant`: one statement.
+    async fn get_federated_on(
+        conn: &AsyncPgConnection,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> Result<Option<FederatedCredential>, StoreError> {
+        let row = federated_credentials::table
+            .inner_join(service_accounts::table)
+            .filter(federated_credentials::org_id.eq(tenant.as_str()))
+            .filter(federated_credentials::id.eq(id.as_str()))
+            .filter(service_accounts::org_id.eq(tenant.as_str()))
+            .filter(service_accounts::id.eq(account.as_str()))
+            .select(FederatedRow::as_select())
+            .first::<FederatedRow>(&mut &*conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?;
+        row.map(|row| row.into_domain(account.clone())).transpose()
+    }
+
     async fn list_federated_page(
-        &self,
+        conn: &AsyncPgConnection,
         tenant: &OrgId,
         account: &ServiceAccountId,
         page: PageRequest,
     ) -> Result<Option<Page<FederatedCredential>>, StoreError> {
         let size = page.size.get();
-        let conn = self.conn().await?;
         // All statements are sent at once (pipelined on one connection): one round trip.
         let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
             .get_result::<bool>(&mut &*conn);
@@ -340,19 +361,8 @@ impl FederatedCredentialStore for PgStore {
         account: &ServiceAccountId,
         id: &CredentialId,
     ) -> Result<Option<FederatedCredential>, StoreError> {
-        let mut conn = self.conn().await?;
-        let row = federated_credentials::table
-            .inner_join(service_accounts::table)
-            .filter(federated_credentials::org_id.eq(tenant.as_str()))
-            .filter(federated_credentials::id.eq(id.as_str()))
-            .filter(service_accounts::org_id.eq(tenant.as_str()))
-            .filter(service_accounts::id.eq(account.as_str()))
-            .select(FederatedRow::as_select())
-            .first::<FederatedRow>(&mut conn)
-            .await
-            .optional()
-            .map_err(DbError::from)?;
-        row.map(|row| row.into_domain(account.clone())).transpose()
+        let conn = self.conn().await?;
+        Self::get_federated_on(&conn, tenant, account, id).await
     }
 
     async fn list_federated(
@@ -361,7 +371,34 @@ impl FederatedCredentialStore for PgStore {
         account: &ServiceAccountId,
         page: PageRequest,
     ) -> Result<Option<Page<FederatedCredential>>, StoreError> {
-        self.list_federated_page(tenant, account, page).await
+        let conn = self.conn().await?;
+        Self::list_federated_page(&conn, tenant, account, page).await
+    }
+
+    async fn get_federated_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> Result<IfLive<Option<FederatedCredential>>, StoreError> {
+        self.if_live(live, async |conn| {
+            Self::get_federated_on(conn, tenant, account, id).await
+        })
+        .await
+    }
+
+    async fn list_federated_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        page: PageRequest,
+    ) -> Result<IfLive<Option<Page<FederatedCredential>>>, StoreError> {
+        self.if_live(live, async |conn| {
+            Self::list_federated_page(conn, tenant, account, page).await
+        })
+        .await
     }
 
     async fn delete_federated(

@@ -15,11 +15,12 @@ use diesel::dsl::{AsSelect, count_star};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use iam_domain::audit::AuditEvent;
 use iam_domain::pagination::{Cursor, Page, PagePosition, PageRequest};
 use iam_domain::ports::{
-    IdempotencyCompletion, InsertError, ServiceAccountStore, StoreError, UpdateOutcome,
+    IdempotencyCompletion, IfLive, InsertError, LiveToken, ServiceAccountStore, StoreError,
+    UpdateOutcome,
 };
 use iam_domain::principal::Subject;
 use iam_domain::resource_id::{OrgId, ServiceAccountId};
@@ -227,8 +228,44 @@ fn rows_into_domain(rows: Vec<AccountRead>) -> Result<Vec<ServiceAccount>, Store
 }
 
 impl PgStore {
+    /// The account `id` of `tenant` with its active credential count: one statement.
+    async fn get_account(
+        conn: &AsyncPgConnection,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+        now: OffsetDateTime,
+    ) -> Result<Option<ServiceAccount>, StoreError> {
+        let row = service_accounts::table
+            .filter(service_accounts::org_id.eq(tenant.as_str()))
+            .filter(service_accounts::id.eq(id.as_str()))
+            .select(account_selection(now))
+            .first::<AccountRead>(&mut &*conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?;
+        row.map(|(row, active)| row.into_domain(active)).transpose()
+    }
+
+    /// A page of accounts: one statement (cursor mode) or two pipelined (offset mode).
+    async fn list_accounts(
+        conn: &AsyncPgConnection,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<Page<ServiceAccount>, StoreError> {
+        match page.position {
+            PagePosition::After(after) => {
+                Self::list_cursor(conn, tenant, filter, after, page.size.get(), now).await
+            }
+            PagePosition::Offset(offset) => {
+                Self::list_offset(conn, tenant, filter, offset, page.size.get(), now).await
+            }
+        }
+    }
+
     async fn list_cursor(
-        &self,
+        conn: &AsyncPgConnection,
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         after: Option<Cursor>,
@@ -238,10 +275,9 @@ impl PgStore {
         // One more than asked: whether it exists decides `next`.
         let limit = i64::from(size) + 1;
         let size = usize::from(size);
-        let mut conn = self.conn().await?;
         let mut rows: Vec<AccountRead> = cursor_page(tenant, filter, after, limit)
             .select(account_selection(now))
-            .load(&mut conn)
+            .load(&mut &*conn)
             .await
             .map_err(DbError::from)?;
         let more = rows.len() > size;
@@ -263,7 +299,7 @@ impl PgStore {
     }
 
     async fn list_offset(
-        &self,
+        conn: &AsyncPgConnection,
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         offset: u64,
@@ -271,7 +307,6 @@ impl PgStore {
         now: OffsetDateTime,
     ) -> Result<Page<ServiceAccount>, StoreError> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let conn = self.conn().await?;
         // Both statements are sent at once (pipelined on one connection): one round trip.
         let items = filtered(tenant, filter)
             .order((
@@ -365,16 +400,8 @@ impl ServiceAccountStore for PgStore {
         id: &ServiceAccountId,
         now: OffsetDateTime,
     ) -> Result<Option<ServiceAccount>, StoreError> {
-        let mut conn = self.conn().await?;
-        let row = service_accounts::table
-            .filter(service_accounts::org_id.eq(tenant.as_str()))
-            .filter(service_accounts::id.eq(id.as_str()))
-            .select(account_selection(now))
-            .first::<AccountRead>(&mut conn)
-            .await
-            .optional()
-            .map_err(DbError::from)?;
-        row.map(|(row, active)| row.into_domain(active)).transpose()
+        let conn = self.conn().await?;
+        Self::get_account(&conn, tenant, id, now).await
     }
 
     async fn list(
@@ -384,16 +411,35 @@ impl ServiceAccountStore for PgStore {
         page: PageRequest,
         now: OffsetDateTime,
     ) -> Result<Page<ServiceAccount>, StoreError> {
-        match page.position {
-            PagePosition::After(after) => {
-                self.list_cursor(tenant, filter, after, page.size.get(), now)
-                    .await
-            }
-            PagePosition::Offset(offset) => {
-                self.list_offset(tenant, filter, offset, page.size.get(), now)
-                    .await
-            }
-        }
+        let conn = self.conn().await?;
+        Self::list_accounts(&conn, tenant, filter, page, now).await
+    }
+
+    async fn get_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+        now: OffsetDateTime,
+    ) -> Result<IfLive<Option<ServiceAccount>>, StoreError> {
+        self.if_live(live, async |conn| {
+            Self::get_account(conn, tenant, id, now).await
+        })
+        .await
+    }
+
+    async fn list_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> Result<IfLive<Page<ServiceAccount>>, StoreError> {
+        self.if_live(live, async |conn| {
+            Self::list_accounts(conn, tenant, filter, page, now).await
+        })
+        .await
     }
 
     async fn update(

@@ -21,9 +21,9 @@
 
 use diesel::dsl::{exists, not};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use iam_domain::federated_credential::is_federated;
-use iam_domain::ports::{StoreError, TokenRef, TokenStore};
+use iam_domain::ports::{IfLive, LiveToken, StoreError, TokenRef, TokenStore};
 use iam_domain::resource_id::{CredentialId, OrgId};
 use iam_domain::service_account::{ClientId, ServiceAccountStatus};
 use time::OffsetDateTime;
@@ -116,7 +116,58 @@ struct NewRevocation<'a> {
     expires_at: OffsetDateTime,
 }
 
+/// The liveness statement of [`TokenStore::is_live`] on `conn` (which may be pipelining
+/// other statements: see [`PgStore::if_live`]).
+async fn token_is_live(
+    conn: &AsyncPgConnection,
+    token: TokenRef<'_>,
+    service_account: Option<(&ClientId, &CredentialId)>,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let mut conn = conn;
+    let live = match service_account {
+        None => user_token_live(token).get_result::<bool>(&mut conn).await,
+        Some((client_id, id)) if is_federated(id) => {
+            federated_token_live(token, client_id.as_str(), id.as_str())
+                .get_result::<bool>(&mut conn)
+                .await
+        }
+        Some((client_id, id)) => {
+            service_account_token_live(token, client_id.as_str(), id.as_str(), now)
+                .get_result::<bool>(&mut conn)
+                .await
+        }
+    };
+    Ok(live.map_err(DbError::from)?)
+}
+
 impl PgStore {
+    /// `read` on one connection together with the liveness statement of `live`, both sent
+    /// at once (pipelined): one round trip. `read` must not wait for anything before sending
+    /// its first statement, and should send no more than it would alone.
+    ///
+    /// # Errors
+    /// [`StoreError`] when either fails.
+    pub(crate) async fn if_live<T>(
+        &self,
+        live: &LiveToken<'_>,
+        read: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, StoreError>,
+    ) -> Result<IfLive<T>, StoreError> {
+        let conn = self.conn().await?;
+        let alive = token_is_live(
+            &conn,
+            live.token,
+            live.service_account.as_ref().map(|(c, id)| (c, *id)),
+            live.now,
+        );
+        let (alive, value) = tokio::try_join!(alive, read(&conn))?;
+        Ok(if alive {
+            IfLive::Live(value)
+        } else {
+            IfLive::Dead
+        })
+    }
+
     /// Deletes the revocation records of tokens that expired before `now` (they are dead
     /// anyway); returns how many were deleted. For a periodic maintenance task.
     ///
@@ -161,21 +212,8 @@ impl TokenStore for PgStore {
         service_account: Option<(&ClientId, &CredentialId)>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
-        let live = match service_account {
-            None => user_token_live(token).get_result::<bool>(&mut conn).await,
-            Some((client_id, id)) if is_federated(id) => {
-                federated_token_live(token, client_id.as_str(), id.as_str())
-                    .get_result::<bool>(&mut conn)
-                    .await
-            }
-            Some((client_id, id)) => {
-                service_account_token_live(token, client_id.as_str(), id.as_str(), now)
-                    .get_result::<bool>(&mut conn)
-                    .await
-            }
-        };
-        Ok(live.map_err(DbError::from)?)
+        let conn = self.conn().await?;
+        token_is_live(&conn, token, service_account, now).await
     }
 
     async fn revoke(

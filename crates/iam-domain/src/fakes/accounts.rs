@@ -11,7 +11,8 @@ use crate::federated_credential::TrustedIssuer;
 use crate::organization::Organization;
 use crate::pagination::{Cursor, Page, PagePosition, PageRequest};
 use crate::ports::{
-    Directory, IdempotencyCompletion, InsertError, ServiceAccountStore, StoreError, UpdateOutcome,
+    Directory, IdempotencyCompletion, IfLive, InsertError, LiveToken, ServiceAccountStore,
+    StoreError, UpdateOutcome,
 };
 use crate::resource_id::{OrgId, ProjectId, ServiceAccountId};
 use crate::role::RoleSlug;
@@ -187,6 +188,27 @@ impl ServiceAccountStore for Memory {
             state.audit.push(audit.clone());
         }
         ready(Ok(deleted))
+    }
+
+    fn get_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        id: &ServiceAccountId,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<IfLive<Option<ServiceAccount>>, StoreError>> + Send {
+        self.if_live(live, self.get(tenant, id, now))
+    }
+
+    fn list_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        filter: &ServiceAccountFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<IfLive<Page<ServiceAccount>>, StoreError>> + Send {
+        self.if_live(live, self.list(tenant, filter, page, now))
     }
 }
 

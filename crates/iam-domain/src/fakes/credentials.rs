@@ -11,8 +11,8 @@ use crate::audit::AuditEvent;
 use crate::credential::{Credential, CredentialFilter};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
-    CapOutcome, CredentialStore, IdempotencyCompletion, StoreError, TokenRef, TokenStore,
-    UsageRecorder,
+    CapOutcome, CredentialStore, IdempotencyCompletion, IfLive, LiveToken, StoreError, TokenRef,
+    TokenStore, UsageRecorder,
 };
 use crate::resource_id::{CredentialId, OrgId, ServiceAccountId};
 use crate::service_account::{ClientId, ServiceAccount, ServiceAccountStatus};
@@ -134,6 +134,28 @@ impl CredentialStore for Memory {
         }
         ready(Ok(deleted))
     }
+
+    fn get_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<IfLive<Option<Credential>>, StoreError>> + Send {
+        self.if_live(live, self.get(tenant, account, id))
+    }
+
+    fn list_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        filter: CredentialFilter,
+        page: PageRequest,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<IfLive<Option<Page<Credential>>>, StoreError>> + Send {
+        self.if_live(live, self.list(tenant, account, filter, page, now))
+    }
 }
 
 impl TokenStore for Memory {
@@ -143,25 +165,7 @@ impl TokenStore for Memory {
         service_account: Option<(&ClientId, &CredentialId)>,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let state = self.state();
-        let revoked = state
-            .revoked
-            .iter()
-            .any(|(issuer, id, _)| issuer == token.issuer && id == token.id);
-        let account_ok = service_account.is_none_or(|(client_id, id)| {
-            if crate::federated_credential::is_federated(id) {
-                state.federated_live(client_id, id)
-            } else {
-                state.accounts.iter().any(|a| {
-                    a.client_id == *client_id
-                        && a.status == ServiceAccountStatus::Active
-                        && state.credentials.iter().any(|c| {
-                            c.service_account_uid == a.uid && c.id == *id && c.expires_at > now
-                        })
-                })
-            }
-        });
-        ready(Ok(!revoked && account_ok))
+        ready(Ok(self.token_live(token, service_account, now)))
     }
 
     fn revoke(
@@ -180,5 +184,54 @@ impl TokenStore for Memory {
 impl UsageRecorder for Memory {
     fn record_use(&self, credential: Uuid, at: OffsetDateTime, ip: Option<std::net::IpAddr>) {
         self.state().uses.push((credential, at, ip));
+    }
+}
+
+impl Memory {
+    /// [`TokenStore::is_live`], synchronously.
+    fn token_live(
+        &self,
+        token: TokenRef<'_>,
+        service_account: Option<(&ClientId, &CredentialId)>,
+        now: OffsetDateTime,
+    ) -> bool {
+        let state = self.state();
+        let revoked = state
+            .revoked
+            .iter()
+            .any(|(issuer, id, _)| issuer == token.issuer && id == token.id);
+        let account_ok = service_account.is_none_or(|(client_id, id)| {
+            if crate::federated_credential::is_federated(id) {
+                state.federated_live(client_id, id)
+            } else {
+                state.accounts.iter().any(|a| {
+                    a.client_id == *client_id
+                        && a.status == ServiceAccountStatus::Active
+                        && state.credentials.iter().any(|c| {
+                            c.service_account_uid == a.uid && c.id == *id && c.expires_at > now
+                        })
+                })
+            }
+        });
+        !revoked && account_ok
+    }
+
+    /// `read`, if `live` is live.
+    pub(super) async fn if_live<T>(
+        &self,
+        live: &LiveToken<'_>,
+        read: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<IfLive<T>, StoreError> {
+        let alive = self.token_live(
+            live.token,
+            live.service_account.as_ref().map(|(c, id)| (c, *id)),
+            live.now,
+        );
+        let read = read.await?;
+        Ok(if alive {
+            IfLive::Live(read)
+        } else {
+            IfLive::Dead
+        })
     }
 }

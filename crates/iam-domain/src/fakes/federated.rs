@@ -19,7 +19,7 @@ use crate::federated_credential::{
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
     AssertionRejected, AssertionVerifier, CapOutcome, FederatedCredentialStore, FederatedMatch,
-    IdempotencyCompletion, StoreError, VerifiedAssertion,
+    IdempotencyCompletion, IfLive, LiveToken, StoreError, VerifiedAssertion,
 };
 use crate::resource_id::{CredentialId, OrgId, ServiceAccountId};
 use crate::service_account::{ClientId, ServiceAccountStatus};
@@ -146,6 +146,27 @@ impl FederatedCredentialStore for Memory {
                 })
             });
         ready(Ok(found))
+    }
+
+    fn get_federated_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<IfLive<Option<FederatedCredential>>, StoreError>> + Send {
+        self.if_live(live, self.get_federated(tenant, account, id))
+    }
+
+    fn list_federated_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<IfLive<Option<Page<FederatedCredential>>>, StoreError>> + Send
+    {
+        self.if_live(live, self.list_federated(tenant, account, page))
     }
 }
 

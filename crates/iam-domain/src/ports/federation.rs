@@ -5,7 +5,7 @@ use std::future::Future;
 
 use time::OffsetDateTime;
 
-use super::{CapOutcome, IdempotencyCompletion, StoreError};
+use super::{CapOutcome, IdempotencyCompletion, IfLive, LiveToken, StoreError};
 use crate::audit::AuditEvent;
 use crate::federated_credential::{ExternalSubject, FederatedCredential, Issuer, TrustedIssuer};
 use crate::pagination::{Page, PageRequest};
@@ -66,6 +66,30 @@ pub trait FederatedCredentialStore: Send + Sync + 'static {
         account: &ServiceAccountId,
         page: PageRequest,
     ) -> impl Future<Output = Result<Option<Page<FederatedCredential>>, StoreError>> + Send;
+
+    /// [`Self::get_federated`] and the liveness of `live`, in one round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn get_federated_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        id: &CredentialId,
+    ) -> impl Future<Output = Result<IfLive<Option<FederatedCredential>>, StoreError>> + Send;
+
+    /// [`Self::list_federated`] and the liveness of `live`, in one round trip.
+    ///
+    /// # Errors
+    /// [`StoreError`] only for backend failures.
+    fn list_federated_if_live(
+        &self,
+        live: &LiveToken<'_>,
+        tenant: &OrgId,
+        account: &ServiceAccountId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<IfLive<Option<Page<FederatedCredential>>>, StoreError>> + Send;
 
     /// Deletes federated credential `id` of account `account` in `tenant` and stores `audit`;
     /// `Ok(false)` (and no audit event) when there was no such credential.

@@ -11,7 +11,7 @@ use crate::fakes::{
     FakeAssertions, Fakes, FixedClock, Memory, SeqIds, TRUSTED_ISSUER, block_on, principal, role,
     seeded_memory,
 };
-use crate::principal::Subject;
+use crate::principal::{PrincipalKind, Subject};
 use crate::resource_id::ServiceAccountId;
 use crate::service_account::{DisplayName, ServiceAccountPatch};
 use crate::service_account_admin::{CreateServiceAccount, Precondition, ServiceAccountAdmin};

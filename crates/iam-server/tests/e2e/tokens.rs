@@ -334,6 +334,73 @@ async fn disable_delete_and_revoke_take_effect_on_the_very_next_request() {
     assert_eq!(introspect(&server, &third).await, json!({"active": false}));
 }
 
+/// Reads check liveness in the same round trip as the read, not before it: a dead token must
+/// still get 401 — not the 400 of a bad parameter, the 404 of an account it may not see, or
+/// the page itself — on every read route, whether or not its signature was cached.
+#[tokio::test]
+async fn a_dead_token_gets_401_on_every_read_route_before_any_other_answer() {
+    let server = TestServer::start().await;
+    let admin = server.admin();
+    let (_, credential) = bot(&server).await;
+    let viewer = server.token("org-acme", "bob", &["compute.deployer"]);
+    let fc = format!("{BASE}/sa-bot/federated-credentials");
+    let reads = [
+        BASE.to_owned(),
+        format!("{BASE}?pageSize=0"),
+        format!("{BASE}?offset=0"),
+        format!("{BASE}/sa-bot"),
+        format!("{BASE}/sa-none"),
+        format!("{BASE}/sa-bot/credentials"),
+        format!("{BASE}/sa-bot/credentials?status=bogus"),
+        format!("{BASE}/sa-bot/credentials/{credential}"),
+        format!("{BASE}/sa-bot/credentials/cred-none"),
+        fc.clone(),
+        format!("{fc}?pageToken=forged"),
+        format!("{fc}/fc-none"),
+    ];
+    // Live, each token gets what its rights say (the signature is now cached, too).
+    for path in &reads {
+        let live = server.get(path, &admin).await.status;
+        assert_ne!(live, StatusCode::UNAUTHORIZED, "{path}");
+        let status = server.get(path, &viewer).await.status;
+        assert!(
+            [
+                StatusCode::NOT_FOUND,
+                StatusCode::FORBIDDEN,
+                StatusCode::BAD_REQUEST
+            ]
+            .contains(&status),
+            "{path}: {status}"
+        );
+    }
+    for token in [&admin, &viewer] {
+        let revoked = server
+            .call(
+                Method::POST,
+                REVOKE,
+                Some(token),
+                Some(&json!({"token": token})),
+                &[],
+            )
+            .await;
+        assert_eq!(revoked.status, StatusCode::OK);
+        for path in &reads {
+            let dead = server.get(path, token).await;
+            assert_eq!(
+                dead.status,
+                StatusCode::UNAUTHORIZED,
+                "{path}: {}",
+                dead.text
+            );
+            assert_eq!(
+                dead.header("www-authenticate"),
+                Some("Bearer error=\"invalid_token\""),
+                "{path}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn only_the_owner_or_a_tenant_admin_can_revoke_and_introspection_stays_in_the_tenant() {
     let server = TestServer::start().await;
