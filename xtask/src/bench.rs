@@ -22,7 +22,7 @@ const SERVER_DATABASE: &str = "iam_bench";
 /// The scratch database pgbench runs on.
 const PGBENCH_DATABASE: &str = "iam_pgbench";
 
-/// `cargo xtask bench [--clients N] [--seconds S]`.
+/// `cargo xtask bench [--clients N[,N…]] [--seconds S]`.
 pub fn run_bench(workspace: &Workspace, args: &[&str]) -> Result<()> {
     let pgbench = pgbench_program()?;
     eprintln!("==> building iam-server and iam-bench in release");
@@ -80,21 +80,26 @@ pub fn run_bench(workspace: &Workspace, args: &[&str]) -> Result<()> {
     result
 }
 
-/// The `--clients` the harness will use (its default, 8, when not given): the default pool
-/// size matches it.
+/// The most clients the harness will use (`--clients N[,N…]`; its default is 8 and 16): the
+/// default pool size matches it, so no run waits for a connection.
 fn client_count(args: &[&str]) -> String {
     let mut args = args.iter();
+    let mut given = None;
     while let Some(arg) = args.next() {
         if let Some(value) = arg.strip_prefix("--clients=") {
-            return value.to_owned();
-        }
-        if *arg == "--clients"
-            && let Some(value) = args.next()
-        {
-            return (*value).to_owned();
+            given = Some(value);
+        } else if *arg == "--clients" {
+            given = args.next().copied();
         }
     }
-    "8".to_owned()
+    given
+        .and_then(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse::<u32>().ok())
+                .max()
+        })
+        .unwrap_or(16)
+        .to_string()
 }
 
 /// `pgbench` from the Postgres installation; fails early if there is none.
@@ -116,9 +121,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pool_follows_the_client_count() {
-        assert_eq!(client_count(&[]), "8");
-        assert_eq!(client_count(&["--clients", "16"]), "16");
+    fn the_pool_follows_the_largest_client_count() {
+        assert_eq!(client_count(&[]), "16");
+        assert_eq!(client_count(&["--clients", "8"]), "8");
         assert_eq!(client_count(&["--seconds", "3", "--clients=4"]), "4");
+        assert_eq!(client_count(&["--clients", "8,32,16"]), "32");
     }
 }

@@ -43,7 +43,7 @@ Commands:
   ci         Run the CI checks: fmt, dependency rule, clippy, docs, supply chain,
              manifests, schema drift, tests, fault scenarios, API conformance,
              image smoke test
-  bench      Measure iam-server (release) next to pgbench -S on the same PostgreSQL
+  bench      Measure iam-server (release) next to pgbench on the same PostgreSQL
   reliability  Run the fault scenarios (PostgreSQL restart, stalls, kill -9,
              SIGTERM, two instances, hostile clients, soak) against iam-server
   conformance  Check the served OpenAPI document: openapi-spec-validator and
@@ -113,27 +113,33 @@ so later clones reuse them.
 ";
 
 const BENCH_HELP: &str = "\
-Usage: cargo xtask bench [--clients N] [--seconds S]
+Usage: cargo xtask bench [--clients N[,N…]] [--seconds S]
 
 Measures iam-server against the performance contract (SPEC §7), in one run
-next to `pgbench -S` on the same PostgreSQL with the same client count:
+next to pgbench on the same PostgreSQL with the same client count:
   1. builds iam-server and the harness iam-bench (crates/iam-harness) in release;
   2. starts (or reuses) the throwaway PostgreSQL, unless DATABASE_URL is set,
      and (re)creates the scratch databases iam_bench and iam_pgbench on it;
   then iam-bench:
   3. migrates iam_bench, applies docs/examples/directory.toml, mints an admin
      token and starts `iam-server serve` (development mode, IAM_LOG=warn, a
-     pool of N connections unless IAM_DB_MAX_CONNECTIONS is set; state and
-     server log in <target>/bench/);
-  4. creates sa-bench, 1000 filler accounts and a credential of sa-bench;
-  5. measures, one after the other, each after a 2 s warm-up:
+     pool of as many connections as the most clients, unless
+     IAM_DB_MAX_CONNECTIONS is set; state and server log in <target>/bench/);
+  4. creates sa-bench with a credential and 100 000 more accounts (through the
+     API), and walks the account list to page 1000 for its page token;
+  5. for each client count N, measures one after the other, each after a 2 s
+     warm-up:
        pgbench -S -M prepared -c N -j min(N,2) -T S   (pgbench -i -s 10 first)
        GET  /v1/regions/global/iam/service-accounts/sa-bench  (admin token)
        POST /v1/regions/global/auth/token  (client_credentials of sa-bench)
+       GET  /v1/regions/global/iam/service-accounts  (page 1, then page 1000)
+       pgbench -N -M prepared -c N -j min(N,2) -T S
+       POST …/service-accounts/{id}/credentials  (a new account each time)
      with N client threads, one keep-alive connection each, sampling the
      server's RSS every 100 ms;
-  6. prints requests/s, the share of pgbench's tps, p50/p99 latency, errors,
-     CPU use and peak RSS against the targets and stops the server (SIGTERM);
+  6. prints one table: requests/s, the share of the pgbench line above (-S for
+     reads and mints, -N for creates), p50/p99 latency, errors, CPU use and
+     peak RSS against the targets, and stops the server (SIGTERM);
   and finally xtask drops the scratch databases and stops a throwaway
   PostgreSQL it started.
 
@@ -141,8 +147,8 @@ Missed targets are reported, not failed (it is a measurement); the command
 fails if the harness breaks, e.g. more than 1 % of requests fail.
 
 Options:
-  --clients N   Concurrent clients for pgbench and the load generator (default 8)
-  --seconds S   Measured seconds per scenario (default 10)
+  --clients N[,N…]  Client counts, one run each (default 8,16)
+  --seconds S       Measured seconds per scenario (default 10)
 ";
 
 const RELIABILITY_HELP: &str = "\

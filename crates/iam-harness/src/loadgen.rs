@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -389,10 +390,29 @@ pub fn run(
     clients: usize,
     duration: Duration,
 ) -> Result<LoadReport> {
+    run_each(addr, &[request.to_vec()], clients, duration)
+}
+
+/// As [`run`], but the clients take turns through `requests` (rendered): each request sent
+/// takes the next one of the list, all clients together, starting over after the last. For
+/// loads that may not repeat a request too often (creates under a cap).
+///
+/// # Errors
+/// When `requests` is empty or a client cannot connect at all.
+pub fn run_each(
+    addr: SocketAddr,
+    requests: &[Vec<u8>],
+    clients: usize,
+    duration: Duration,
+) -> Result<LoadReport> {
+    if requests.is_empty() {
+        return Err(anyhow!("no request to send"));
+    }
     let start = Barrier::new(clients + 1);
+    let next = AtomicUsize::new(0);
     let (tallies, elapsed) = thread::scope(|scope| {
         let workers: Vec<_> = (0..clients)
-            .map(|_| scope.spawn(|| client(addr, request, duration, &start)))
+            .map(|_| scope.spawn(|| client(addr, requests, &next, duration, &start)))
             .collect();
         start.wait();
         let started = Instant::now();
@@ -444,7 +464,13 @@ impl Tally {
 }
 
 /// One client: connect, wait for the start signal, send until `duration` has passed.
-fn client(addr: SocketAddr, request: &[u8], duration: Duration, start: &Barrier) -> Result<Tally> {
+fn client(
+    addr: SocketAddr,
+    requests: &[Vec<u8>],
+    next: &AtomicUsize,
+    duration: Duration,
+    start: &Barrier,
+) -> Result<Tally> {
     let mut connection = Connection::new(addr);
     let connected = connection.connect();
     // Wait even when the connection failed, or the other threads would wait forever.
@@ -462,6 +488,7 @@ fn client(addr: SocketAddr, request: &[u8], duration: Duration, start: &Barrier)
             return Ok(tally);
         }
         tally.requests += 1;
+        let request = &requests[next.fetch_add(1, Ordering::Relaxed) % requests.len()];
         match connection.send(request) {
             Ok(response) => {
                 let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);

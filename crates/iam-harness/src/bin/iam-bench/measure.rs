@@ -22,16 +22,36 @@ pub(crate) struct Baseline {
     pub(crate) cpu: CpuUse,
 }
 
-/// A warm-up, then `pgbench -S` with the benchmark's client count and duration.
+/// pgbench's built-in scripts used as baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Script {
+    /// `-S`: one primary-key `SELECT` per transaction (the baseline of reads).
+    SelectOnly,
+    /// `-N`: three `UPDATE`/`INSERT`s and a `SELECT` per transaction, without the contended
+    /// branch and teller updates (the baseline of writes).
+    SimpleUpdate,
+}
+
+impl Script {
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            Script::SelectOnly => "-S",
+            Script::SimpleUpdate => "-N",
+        }
+    }
+}
+
+/// A warm-up, then pgbench's `script` with the benchmark's client count and duration.
 pub(crate) fn measure_pgbench(
     pgbench: &Path,
     url: &str,
+    script: Script,
     load: Load,
     clk_tck: f64,
 ) -> Result<Baseline> {
     let select = |seconds: u64| {
         let mut cmd = Command::new(pgbench);
-        cmd.args(["-S", "-n", "-M", "prepared"])
+        cmd.args([script.flag(), "-n", "-M", "prepared"])
             .arg("-c")
             .arg(load.clients.to_string())
             .arg("-j")
@@ -79,15 +99,16 @@ pub(crate) struct HttpMeasurement {
     pub(crate) cpu: CpuUse,
 }
 
-/// A warm-up, then the measured load, sampling the server's RSS and CPU meanwhile.
+/// A warm-up, then the measured load, sampling the server's RSS and CPU meanwhile. The
+/// clients take turns through `requests` (see [`loadgen::run_each`]).
 pub(crate) fn measure_http(
     server: &RunningServer,
-    request: &Request,
+    requests: &[Request],
     load: Load,
     clk_tck: f64,
 ) -> Result<HttpMeasurement> {
-    let request = request.render(server.addr);
-    loadgen::run(server.addr, &request, load.clients, WARM_UP)?;
+    let requests: Vec<Vec<u8>> = requests.iter().map(|r| r.render(server.addr)).collect();
+    loadgen::run_each(server.addr, &requests, load.clients, WARM_UP)?;
 
     let stop = AtomicBool::new(false);
     let before = CpuSnapshot::take(Some(server.pid));
@@ -100,7 +121,7 @@ pub(crate) fn measure_http(
             }
             peak
         });
-        let load = loadgen::run(server.addr, &request, load.clients, load.duration());
+        let load = loadgen::run_each(server.addr, &requests, load.clients, load.duration());
         stop.store(true, Ordering::Relaxed);
         let peak = sampler
             .join()
