@@ -176,18 +176,22 @@ impl TokenVerifier {
         now: OffsetDateTime,
     ) -> Result<(AccessClaims, Principal), TokenError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // `get` also marks the entry as recently used.
         let cached = self.cache().get(&digest).cloned();
+        let remembered = cached.is_some();
         let verified = match cached {
             Some(verified) => verified,
             None => Arc::new(self.verify_untimed(token)?),
         };
         if let Err(refused) = check_times(&verified.0, now) {
-            if refused == TokenError::Expired {
+            if remembered && refused == TokenError::Expired {
                 self.cache().pop(&digest);
             }
             return Err(refused);
         }
-        self.cache().put(digest, Arc::clone(&verified));
+        if !remembered {
+            self.cache().put(digest, Arc::clone(&verified));
+        }
         Ok(verified.as_ref().clone())
     }
 
