@@ -52,6 +52,7 @@ use crate::keyset::row_greater_than;
 use crate::schema::{credentials, service_accounts};
 use crate::service_account_store::ServiceAccountRow;
 use crate::store::PgStore;
+use crate::token_store::LiveCondition;
 
 /// A `credentials` row. There is no column for the plaintext secret: only its hash.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -192,7 +193,7 @@ pub(crate) fn credential_of_client<'a>(client_id: &'a str, id: &'a str) -> _ {
 
 /// `EXISTS (SELECT 1 FROM service_accounts WHERE org_id = tenant AND id = account)`.
 #[diesel::dsl::auto_type]
-fn account_exists<'a>(tenant: &'a str, account: &'a str) -> _ {
+pub(crate) fn account_exists<'a>(tenant: &'a str, account: &'a str) -> _ {
     exists(
         service_accounts::table
             .filter(service_accounts::org_id.eq(tenant))
@@ -227,6 +228,7 @@ impl PgStore {
     /// Credential `id` of `account` in `tenant`: one statement.
     async fn get_credential(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         account: &ServiceAccountId,
         id: &CredentialId,
@@ -237,6 +239,7 @@ impl PgStore {
             .filter(credentials::id.eq(id.as_str()))
             .filter(service_accounts::org_id.eq(tenant.as_str()))
             .filter(service_accounts::id.eq(account.as_str()))
+            .filter(live)
             .select(CredentialRow::as_select())
             .first::<CredentialRow>(&mut &*conn)
             .await
@@ -245,9 +248,11 @@ impl PgStore {
         row.map(|row| row.into_domain(account.clone())).transpose()
     }
 
-    /// A page of `account`'s credentials, its statements pipelined.
+    /// A page of `account`'s credentials (`None`: no such account, or `live` does not hold),
+    /// its statements pipelined: one round trip.
     async fn list_credentials(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         account: &ServiceAccountId,
         filter: CredentialFilter,
@@ -255,87 +260,59 @@ impl PgStore {
         now: OffsetDateTime,
     ) -> Result<Option<Page<Credential>>, StoreError> {
         let size = page.size.get();
-        match page.position {
+        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()).and(live))
+            .get_result::<bool>(&mut &*conn);
+        let page = match page.position {
             PagePosition::After(after) => {
-                Self::list_credentials_cursor(conn, tenant, account, filter, now, after, size).await
+                // One more than asked: whether it exists decides `next`.
+                let rows = cursor_page(tenant, account, filter, now, after, i64::from(size) + 1)
+                    .select(CredentialRow::as_select())
+                    .load::<CredentialRow>(&mut &*conn);
+                let (exists, mut rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
+                if !exists {
+                    return Ok(None);
+                }
+                let more = rows.len() > usize::from(size);
+                rows.truncate(usize::from(size));
+                let items = rows_into_domain(rows, account)?;
+                let next = more
+                    .then(|| {
+                        items.last().map(|last| Cursor {
+                            created_at: last.created_at,
+                            uid: last.uid,
+                        })
+                    })
+                    .flatten();
+                Page {
+                    items,
+                    next,
+                    total: None,
+                }
             }
             PagePosition::Offset(offset) => {
-                Self::list_credentials_offset(conn, tenant, account, filter, now, offset, size)
-                    .await
+                let rows = ordered(filtered(tenant, account, filter, now))
+                    .offset(i64::try_from(offset).unwrap_or(i64::MAX))
+                    .limit(i64::from(size))
+                    .select(CredentialRow::as_select())
+                    .load::<CredentialRow>(&mut &*conn);
+                let total = filtered(tenant, account, filter, now)
+                    .select(count_star())
+                    .get_result::<i64>(&mut &*conn);
+                let (exists, rows, total) =
+                    tokio::try_join!(exists, rows, total).map_err(DbError::from)?;
+                if !exists {
+                    return Ok(None);
+                }
+                Page {
+                    items: rows_into_domain(rows, account)?,
+                    next: None,
+                    total: Some(
+                        u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?,
+                    ),
+                }
             }
-        }
-    }
-
-    async fn list_credentials_cursor(
-        conn: &AsyncPgConnection,
-        tenant: &OrgId,
-        account: &ServiceAccountId,
-        filter: CredentialFilter,
-        now: OffsetDateTime,
-        after: Option<Cursor>,
-        size: u16,
-    ) -> Result<Option<Page<Credential>>, StoreError> {
-        // One more than asked: whether it exists decides `next`.
-        let limit = i64::from(size) + 1;
-        let size = usize::from(size);
-        // Both statements are sent at once (pipelined on one connection): one round trip.
-        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
-            .get_result::<bool>(&mut &*conn);
-        let rows = cursor_page(tenant, account, filter, now, after, limit)
-            .select(CredentialRow::as_select())
-            .load::<CredentialRow>(&mut &*conn);
-        let (exists, mut rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
-        if !exists {
-            return Ok(None);
-        }
-        let more = rows.len() > size;
-        rows.truncate(size);
-        let items = rows_into_domain(rows, account)?;
-        let next = if more {
-            items.last().map(|last| Cursor {
-                created_at: last.created_at,
-                uid: last.uid,
-            })
-        } else {
-            None
         };
-        Ok(Some(Page {
-            items,
-            next,
-            total: None,
-        }))
-    }
-
-    async fn list_credentials_offset(
-        conn: &AsyncPgConnection,
-        tenant: &OrgId,
-        account: &ServiceAccountId,
-        filter: CredentialFilter,
-        now: OffsetDateTime,
-        offset: u64,
-        size: u16,
-    ) -> Result<Option<Page<Credential>>, StoreError> {
-        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        // All three statements are sent at once (pipelined on one connection): one round trip.
-        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
-            .get_result::<bool>(&mut &*conn);
-        let rows = ordered(filtered(tenant, account, filter, now))
-            .offset(offset)
-            .limit(i64::from(size))
-            .select(CredentialRow::as_select())
-            .load::<CredentialRow>(&mut &*conn);
-        let total = filtered(tenant, account, filter, now)
-            .select(count_star())
-            .get_result::<i64>(&mut &*conn);
-        let (exists, rows, total) = tokio::try_join!(exists, rows, total).map_err(DbError::from)?;
-        if !exists {
-            return Ok(None);
-        }
-        Ok(Some(Page {
-            items: rows_into_domain(rows, account)?,
-            next: None,
-            total: Some(u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?),
-        }))
+        Ok(Some(page))
     }
 
     /// The plan Postgres chooses for [`CredentialStore::find_for_mint`] (`EXPLAIN` output
@@ -455,7 +432,7 @@ impl CredentialStore for PgStore {
         id: &CredentialId,
     ) -> Result<Option<Credential>, StoreError> {
         let conn = self.conn().await?;
-        Self::get_credential(&conn, tenant, account, id).await
+        Self::get_credential(&conn, LiveCondition::Always, tenant, account, id).await
     }
 
     async fn list(
@@ -467,7 +444,16 @@ impl CredentialStore for PgStore {
         now: OffsetDateTime,
     ) -> Result<Option<Page<Credential>>, StoreError> {
         let conn = self.conn().await?;
-        Self::list_credentials(&conn, tenant, account, filter, page, now).await
+        Self::list_credentials(
+            &conn,
+            LiveCondition::Always,
+            tenant,
+            account,
+            filter,
+            page,
+            now,
+        )
+        .await
     }
 
     async fn get_if_live(
@@ -477,10 +463,10 @@ impl CredentialStore for PgStore {
         account: &ServiceAccountId,
         id: &CredentialId,
     ) -> Result<IfLive<Option<Credential>>, StoreError> {
-        self.if_live(live, async |conn| {
-            Self::get_credential(conn, tenant, account, id).await
-        })
-        .await
+        let conn = self.conn().await?;
+        let condition = LiveCondition::of(live);
+        let found = Self::get_credential(&conn, condition, tenant, account, id).await?;
+        Self::if_live(&conn, live, found, Option::is_some).await
     }
 
     async fn list_if_live(
@@ -492,10 +478,11 @@ impl CredentialStore for PgStore {
         page: PageRequest,
         now: OffsetDateTime,
     ) -> Result<IfLive<Option<Page<Credential>>>, StoreError> {
-        self.if_live(live, async |conn| {
-            Self::list_credentials(conn, tenant, account, filter, page, now).await
-        })
-        .await
+        let conn = self.conn().await?;
+        let condition = LiveCondition::of(live);
+        let found =
+            Self::list_credentials(&conn, condition, tenant, account, filter, page, now).await?;
+        Self::if_live(&conn, live, found, Option::is_some).await
     }
 
     /// One statement (see the module documentation). The account's `active_credential_count`

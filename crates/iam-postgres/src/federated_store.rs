@@ -12,7 +12,7 @@
 //!   subject (`federated_credentials_match_idx`), joined with the organization's trust in that
 //!   issuer (the primary key of `trusted_issuers`).
 
-use diesel::dsl::{count_star, exists};
+use diesel::dsl::count_star;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
@@ -31,6 +31,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit;
+use crate::credential_store::account_exists;
 use crate::directory::TrustedIssuerRow;
 use crate::error::{DbError, corrupt};
 use crate::idempotency::record_completion;
@@ -38,6 +39,7 @@ use crate::keyset::row_greater_than;
 use crate::schema::{federated_credentials, service_accounts, trusted_issuers};
 use crate::service_account_store::ServiceAccountRow;
 use crate::store::PgStore;
+use crate::token_store::LiveCondition;
 
 /// A `federated_credentials` row.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -165,16 +167,6 @@ pub(crate) fn federated_of_client<'a>(client_id: &'a str, id: &'a str) -> _ {
         .filter(federated_credentials::org_id.eq(service_accounts::org_id))
 }
 
-/// `EXISTS (SELECT 1 FROM service_accounts WHERE org_id = tenant AND id = account)`.
-#[diesel::dsl::auto_type]
-fn account_exists<'a>(tenant: &'a str, account: &'a str) -> _ {
-    exists(
-        service_accounts::table
-            .filter(service_accounts::org_id.eq(tenant))
-            .filter(service_accounts::id.eq(account)),
-    )
-}
-
 fn rows_into_domain(
     rows: Vec<FederatedRow>,
     account: &ServiceAccountId,
@@ -200,6 +192,7 @@ impl PgStore {
     /// Federated credential `id` of `account` in `tenant`: one statement.
     async fn get_federated_on(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         account: &ServiceAccountId,
         id: &CredentialId,
@@ -210,6 +203,7 @@ impl PgStore {
             .filter(federated_credentials::id.eq(id.as_str()))
             .filter(service_accounts::org_id.eq(tenant.as_str()))
             .filter(service_accounts::id.eq(account.as_str()))
+            .filter(live)
             .select(FederatedRow::as_select())
             .first::<FederatedRow>(&mut &*conn)
             .await
@@ -220,13 +214,14 @@ impl PgStore {
 
     async fn list_federated_page(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         account: &ServiceAccountId,
         page: PageRequest,
     ) -> Result<Option<Page<FederatedCredential>>, StoreError> {
         let size = page.size.get();
         // All statements are sent at once (pipelined on one connection): one round trip.
-        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()))
+        let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()).and(live))
             .get_result::<bool>(&mut &*conn);
         match page.position {
             PagePosition::After(after) => {
@@ -362,7 +357,7 @@ impl FederatedCredentialStore for PgStore {
         id: &CredentialId,
     ) -> Result<Option<FederatedCredential>, StoreError> {
         let conn = self.conn().await?;
-        Self::get_federated_on(&conn, tenant, account, id).await
+        Self::get_federated_on(&conn, LiveCondition::Always, tenant, account, id).await
     }
 
     async fn list_federated(
@@ -372,7 +367,7 @@ impl FederatedCredentialStore for PgStore {
         page: PageRequest,
     ) -> Result<Option<Page<FederatedCredential>>, StoreError> {
         let conn = self.conn().await?;
-        Self::list_federated_page(&conn, tenant, account, page).await
+        Self::list_federated_page(&conn, LiveCondition::Always, tenant, account, page).await
     }
 
     async fn get_federated_if_live(
@@ -382,10 +377,10 @@ impl FederatedCredentialStore for PgStore {
         account: &ServiceAccountId,
         id: &CredentialId,
     ) -> Result<IfLive<Option<FederatedCredential>>, StoreError> {
-        self.if_live(live, async |conn| {
-            Self::get_federated_on(conn, tenant, account, id).await
-        })
-        .await
+        let conn = self.conn().await?;
+        let condition = LiveCondition::of(live);
+        let found = Self::get_federated_on(&conn, condition, tenant, account, id).await?;
+        Self::if_live(&conn, live, found, Option::is_some).await
     }
 
     async fn list_federated_if_live(
@@ -395,10 +390,10 @@ impl FederatedCredentialStore for PgStore {
         account: &ServiceAccountId,
         page: PageRequest,
     ) -> Result<IfLive<Option<Page<FederatedCredential>>>, StoreError> {
-        self.if_live(live, async |conn| {
-            Self::list_federated_page(conn, tenant, account, page).await
-        })
-        .await
+        let conn = self.conn().await?;
+        let condition = LiveCondition::of(live);
+        let found = Self::list_federated_page(&conn, condition, tenant, account, page).await?;
+        Self::if_live(&conn, live, found, Option::is_some).await
     }
 
     async fn delete_federated(

@@ -38,6 +38,7 @@ use crate::idempotency::record_completion;
 use crate::keyset::row_greater_than;
 use crate::schema::{credentials, service_accounts};
 use crate::store::PgStore;
+use crate::token_store::{LiveCondition, read_any};
 
 /// Why the insert transaction was rolled back.
 enum InsertFailure {
@@ -228,9 +229,11 @@ fn rows_into_domain(rows: Vec<AccountRead>) -> Result<Vec<ServiceAccount>, Store
 }
 
 impl PgStore {
-    /// The account `id` of `tenant` with its active credential count: one statement.
+    /// The account `id` of `tenant` with its active credential count, if `live` holds: one
+    /// statement.
     async fn get_account(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         id: &ServiceAccountId,
         now: OffsetDateTime,
@@ -238,6 +241,7 @@ impl PgStore {
         let row = service_accounts::table
             .filter(service_accounts::org_id.eq(tenant.as_str()))
             .filter(service_accounts::id.eq(id.as_str()))
+            .filter(live)
             .select(account_selection(now))
             .first::<AccountRead>(&mut &*conn)
             .await
@@ -246,9 +250,11 @@ impl PgStore {
         row.map(|(row, active)| row.into_domain(active)).transpose()
     }
 
-    /// A page of accounts: one statement (cursor mode) or two pipelined (offset mode).
+    /// A page of accounts, if `live` holds: one statement (cursor mode) or two pipelined
+    /// (offset mode).
     async fn list_accounts(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         page: PageRequest,
@@ -256,16 +262,17 @@ impl PgStore {
     ) -> Result<Page<ServiceAccount>, StoreError> {
         match page.position {
             PagePosition::After(after) => {
-                Self::list_cursor(conn, tenant, filter, after, page.size.get(), now).await
+                Self::list_cursor(conn, live, tenant, filter, after, page.size.get(), now).await
             }
             PagePosition::Offset(offset) => {
-                Self::list_offset(conn, tenant, filter, offset, page.size.get(), now).await
+                Self::list_offset(conn, live, tenant, filter, offset, page.size.get(), now).await
             }
         }
     }
 
     async fn list_cursor(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         after: Option<Cursor>,
@@ -276,6 +283,7 @@ impl PgStore {
         let limit = i64::from(size) + 1;
         let size = usize::from(size);
         let mut rows: Vec<AccountRead> = cursor_page(tenant, filter, after, limit)
+            .filter(live)
             .select(account_selection(now))
             .load(&mut &*conn)
             .await
@@ -300,6 +308,7 @@ impl PgStore {
 
     async fn list_offset(
         conn: &AsyncPgConnection,
+        live: LiveCondition<'_>,
         tenant: &OrgId,
         filter: &ServiceAccountFilter,
         offset: u64,
@@ -309,6 +318,7 @@ impl PgStore {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         // Both statements are sent at once (pipelined on one connection): one round trip.
         let items = filtered(tenant, filter)
+            .filter(live.clone())
             .order((
                 service_accounts::created_at.asc(),
                 service_accounts::uid.asc(),
@@ -318,6 +328,7 @@ impl PgStore {
             .select(account_selection(now))
             .load::<AccountRead>(&mut &*conn);
         let total = filtered(tenant, filter)
+            .filter(live)
             .select(count_star())
             .get_result::<i64>(&mut &*conn);
         let (rows, total) = tokio::try_join!(items, total).map_err(DbError::from)?;
@@ -401,7 +412,7 @@ impl ServiceAccountStore for PgStore {
         now: OffsetDateTime,
     ) -> Result<Option<ServiceAccount>, StoreError> {
         let conn = self.conn().await?;
-        Self::get_account(&conn, tenant, id, now).await
+        Self::get_account(&conn, LiveCondition::Always, tenant, id, now).await
     }
 
     async fn list(
@@ -412,7 +423,7 @@ impl ServiceAccountStore for PgStore {
         now: OffsetDateTime,
     ) -> Result<Page<ServiceAccount>, StoreError> {
         let conn = self.conn().await?;
-        Self::list_accounts(&conn, tenant, filter, page, now).await
+        Self::list_accounts(&conn, LiveCondition::Always, tenant, filter, page, now).await
     }
 
     async fn get_if_live(
@@ -422,10 +433,9 @@ impl ServiceAccountStore for PgStore {
         id: &ServiceAccountId,
         now: OffsetDateTime,
     ) -> Result<IfLive<Option<ServiceAccount>>, StoreError> {
-        self.if_live(live, async |conn| {
-            Self::get_account(conn, tenant, id, now).await
-        })
-        .await
+        let conn = self.conn().await?;
+        let found = Self::get_account(&conn, LiveCondition::of(live), tenant, id, now).await?;
+        Self::if_live(&conn, live, found, Option::is_some).await
     }
 
     async fn list_if_live(
@@ -436,10 +446,10 @@ impl ServiceAccountStore for PgStore {
         page: PageRequest,
         now: OffsetDateTime,
     ) -> Result<IfLive<Page<ServiceAccount>>, StoreError> {
-        self.if_live(live, async |conn| {
-            Self::list_accounts(conn, tenant, filter, page, now).await
-        })
-        .await
+        let conn = self.conn().await?;
+        let condition = LiveCondition::of(live);
+        let page = Self::list_accounts(&conn, condition, tenant, filter, page, now).await?;
+        Self::if_live(&conn, live, page, read_any).await
     }
 
     async fn update(

@@ -14,15 +14,24 @@
 //!   A token minted with a federated credential (its `credential_id` starts with `fc-`) is
 //!   checked the same way against `federated_credentials`, joined with `trusted_issuers`, so
 //!   an issuer the operator stops trusting stops its tokens too.
+//! - The same condition, as [`LiveCondition`], is a `WHERE` term of the reads made for a
+//!   request (the `*_if_live` methods): a read under a live token takes no statement more than
+//!   the read itself; only when it finds nothing does `SELECT <condition>` follow, to tell a
+//!   missing resource from a dead token.
 //! - `revoke` is one `INSERT … ON CONFLICT (jti, issuer) DO NOTHING`: revoking twice is not an
 //!   error and keeps the first record.
 //! - [`PgStore::purge_expired_revocations`] deletes the records of tokens that expired (a
 //!   range scan of `revoked_tokens_expires_at_idx`).
 
 use diesel::dsl::{exists, not};
+use diesel::expression::{AppearsOnTable, ValidGrouping, is_aggregate};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::Bool;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use iam_domain::federated_credential::is_federated;
+use iam_domain::pagination::Page;
 use iam_domain::ports::{IfLive, LiveToken, StoreError, TokenRef, TokenStore};
 use iam_domain::resource_id::{CredentialId, OrgId};
 use iam_domain::service_account::{ClientId, ServiceAccountStatus};
@@ -68,16 +77,10 @@ fn credential_live<'a>(
     )
 }
 
-/// The `SELECT` of `is_live` for a user token.
+/// The condition of `is_live` for a service-account token: not revoked, and its credential
+/// live.
 #[diesel::dsl::auto_type]
-fn user_token_live<'a>(token: TokenRef<'a>) -> _ {
-    let not_revoked: not_revoked<'a> = not_revoked(token.id, [token.issuer, LEGACY_ISSUER]);
-    diesel::dsl::select(not_revoked)
-}
-
-/// The `SELECT` of `is_live` for a service-account token.
-#[diesel::dsl::auto_type]
-fn service_account_token_live<'a>(
+fn service_account_live<'a>(
     token: TokenRef<'a>,
     client_id: &'a str,
     id: &'a str,
@@ -86,24 +89,90 @@ fn service_account_token_live<'a>(
     let not_revoked: not_revoked<'a> = not_revoked(token.id, [token.issuer, LEGACY_ISSUER]);
     let credential_live: credential_live<'a> =
         credential_live(client_id, id, now, ServiceAccountStatus::Active.as_str());
-    diesel::dsl::select(not_revoked.and(credential_live))
+    not_revoked.and(credential_live)
 }
 
-/// The `SELECT` of `is_live` for a token minted with federated credential `id`: not revoked,
-/// the credential exists and belongs to the active account `client_id`, whose organization
-/// still trusts the credential's issuer.
+/// The condition of `is_live` for a token minted with federated credential `id`: not
+/// revoked, the credential exists and belongs to the active account `client_id`, whose
+/// organization still trusts the credential's issuer.
 #[diesel::dsl::auto_type]
-fn federated_token_live<'a>(token: TokenRef<'a>, client_id: &'a str, id: &'a str) -> _ {
+fn federated_live<'a>(token: TokenRef<'a>, client_id: &'a str, id: &'a str) -> _ {
     let not_revoked: not_revoked<'a> = not_revoked(token.id, [token.issuer, LEGACY_ISSUER]);
     let credential: federated_of_client<'a> = federated_of_client(client_id, id);
     let active: &'static str = ServiceAccountStatus::Active.as_str();
-    diesel::dsl::select(
-        not_revoked.and(exists(
-            credential
-                .filter(service_accounts::status.eq(active))
-                .select(federated_credentials::uid),
-        )),
-    )
+    not_revoked.and(exists(
+        credential
+            .filter(service_accounts::status.eq(active))
+            .select(federated_credentials::uid),
+    ))
+}
+
+/// A token's liveness as a boolean SQL expression, to be added to the `WHERE` clause of a
+/// read ([`PgStore::read_if_live`]): a row is read only while the caller's token is live.
+/// Its subqueries name no table of the statement they are put in (they are uncorrelated:
+/// PostgreSQL evaluates them once per statement, as a one-time filter), so it fits any
+/// query.
+#[derive(Debug, Clone)]
+pub(crate) enum LiveCondition<'a> {
+    /// No condition (`TRUE`): a read outside a request's liveness check.
+    Always,
+    /// A user token: not revoked.
+    User(not_revoked<'a>),
+    /// A service-account token minted with a client secret.
+    ServiceAccount(service_account_live<'a>),
+    /// A service-account token minted with a federated credential.
+    Federated(federated_live<'a>),
+}
+
+impl<'a> LiveCondition<'a> {
+    /// The condition that `live`'s token is live.
+    pub(crate) fn of(live: &'a LiveToken<'_>) -> Self {
+        let token = live.token;
+        match &live.service_account {
+            None => Self::User(not_revoked(token.id, [token.issuer, LEGACY_ISSUER])),
+            Some((client_id, id)) if is_federated(id) => {
+                Self::Federated(federated_live(token, client_id.as_str(), id.as_str()))
+            }
+            Some((client_id, id)) => Self::ServiceAccount(service_account_live(
+                token,
+                client_id.as_str(),
+                id.as_str(),
+                live.now,
+            )),
+        }
+    }
+}
+
+impl Expression for LiveCondition<'_> {
+    type SqlType = Bool;
+}
+
+impl<QS> AppearsOnTable<QS> for LiveCondition<'_> {}
+
+impl<QS> SelectableExpression<QS> for LiveCondition<'_> {}
+
+impl<GroupBy> ValidGrouping<GroupBy> for LiveCondition<'_> {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl QueryId for LiveCondition<'_> {
+    // Each variant renders other SQL: statements are cached by their text.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Pg> for LiveCondition<'_> {
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        match self {
+            Self::Always => {
+                pass.push_sql("TRUE");
+                Ok(())
+            }
+            Self::User(condition) => condition.walk_ast(pass),
+            Self::ServiceAccount(condition) => condition.walk_ast(pass),
+            Self::Federated(condition) => condition.walk_ast(pass),
+        }
+    }
 }
 
 /// A `revoked_tokens` row as inserted (`revoked_at` defaults to the database's `now()`).
@@ -116,52 +185,29 @@ struct NewRevocation<'a> {
     expires_at: OffsetDateTime,
 }
 
-/// The liveness statement of [`TokenStore::is_live`] on `conn` (which may be pipelining
-/// other statements: see [`PgStore::if_live`]).
-async fn token_is_live(
-    conn: &AsyncPgConnection,
-    token: TokenRef<'_>,
-    service_account: Option<(&ClientId, &CredentialId)>,
-    now: OffsetDateTime,
-) -> Result<bool, StoreError> {
-    let mut conn = conn;
-    let live = match service_account {
-        None => user_token_live(token).get_result::<bool>(&mut conn).await,
-        Some((client_id, id)) if is_federated(id) => {
-            federated_token_live(token, client_id.as_str(), id.as_str())
-                .get_result::<bool>(&mut conn)
-                .await
-        }
-        Some((client_id, id)) => {
-            service_account_token_live(token, client_id.as_str(), id.as_str(), now)
-                .get_result::<bool>(&mut conn)
-                .await
-        }
-    };
-    Ok(live.map_err(DbError::from)?)
+/// The liveness statement of [`TokenStore::is_live`]: `SELECT <condition>`.
+async fn token_is_live(conn: &AsyncPgConnection, live: &LiveToken<'_>) -> Result<bool, StoreError> {
+    Ok(diesel::dsl::select(LiveCondition::of(live))
+        .get_result::<bool>(&mut &*conn)
+        .await
+        .map_err(DbError::from)?)
 }
 
 impl PgStore {
-    /// `read` on one connection together with the liveness statement of `live`, both sent
-    /// at once (pipelined): one round trip. `read` must not wait for anything before sending
-    /// its first statement, and should send no more than it would alone.
+    /// Completes a read made under [`LiveCondition::of`]`(live)`, so that a dead token read
+    /// nothing: when `found` says that `value` holds something, the token is live and the
+    /// read took one statement. Otherwise (nothing there, or the token is dead) the liveness
+    /// statement follows on `conn` alone to tell the two apart.
     ///
     /// # Errors
-    /// [`StoreError`] when either fails.
+    /// [`StoreError`] when the liveness statement fails.
     pub(crate) async fn if_live<T>(
-        &self,
+        conn: &AsyncPgConnection,
         live: &LiveToken<'_>,
-        read: impl AsyncFnOnce(&AsyncPgConnection) -> Result<T, StoreError>,
+        value: T,
+        found: impl FnOnce(&T) -> bool,
     ) -> Result<IfLive<T>, StoreError> {
-        let conn = self.conn().await?;
-        let alive = token_is_live(
-            &conn,
-            live.token,
-            live.service_account.as_ref().map(|(c, id)| (c, *id)),
-            live.now,
-        );
-        let (alive, value) = tokio::try_join!(alive, read(&conn))?;
-        Ok(if alive {
+        Ok(if found(&value) || token_is_live(conn, live).await? {
             IfLive::Live(value)
         } else {
             IfLive::Dead
@@ -196,13 +242,24 @@ impl PgStore {
         id: &CredentialId,
         now: OffsetDateTime,
     ) -> Result<Vec<String>, StoreError> {
-        let query = service_account_token_live(token, client_id.as_str(), id.as_str(), now);
+        let query = diesel::dsl::select(service_account_live(
+            token,
+            client_id.as_str(),
+            id.as_str(),
+            now,
+        ));
         let mut conn = self.conn().await?;
         Ok(crate::test_support::Explain(query)
             .load::<String>(&mut conn)
             .await
             .map_err(DbError::from)?)
     }
+}
+
+/// Whether a page read under a [`LiveCondition`] read anything (so the condition held): an
+/// item, or a count above zero.
+pub(crate) fn read_any<T>(page: &Page<T>) -> bool {
+    !page.items.is_empty() || page.total.is_some_and(|total| total > 0)
 }
 
 impl TokenStore for PgStore {
@@ -212,8 +269,13 @@ impl TokenStore for PgStore {
         service_account: Option<(&ClientId, &CredentialId)>,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let live = LiveToken {
+            token,
+            service_account: service_account.map(|(client_id, id)| (client_id.clone(), id)),
+            now,
+        };
         let conn = self.conn().await?;
-        token_is_live(&conn, token, service_account, now).await
+        token_is_live(&conn, &live).await
     }
 
     async fn revoke(
@@ -241,8 +303,6 @@ impl TokenStore for PgStore {
 
 #[cfg(test)]
 mod tests {
-    use diesel::pg::Pg;
-    use diesel::query_builder::QueryFragment;
     use time::macros::datetime;
 
     use super::*;
@@ -257,7 +317,12 @@ mod tests {
             issuer: "https://iam.test",
             id: "jti-1",
         };
-        let user = user_token_live(token);
+        let live = LiveToken {
+            token,
+            service_account: None,
+            now: datetime!(2026-11-28 00:00 UTC),
+        };
+        let user = diesel::dsl::select(LiveCondition::of(&live));
         let sql = diesel::debug_query::<Pg, _>(&user).to_string();
         assert!(
             sql.starts_with(
@@ -274,7 +339,12 @@ mod tests {
         assert!(cacheable(&user), "{sql}");
 
         let now = datetime!(2026-11-28 00:00 UTC);
-        let sa = service_account_token_live(token, "sa-ci@org-acme.iam", "cred-a", now);
+        let sa = diesel::dsl::select(service_account_live(
+            token,
+            "sa-ci@org-acme.iam",
+            "cred-a",
+            now,
+        ));
         let sql = diesel::debug_query::<Pg, _>(&sa).to_string();
         for part in [
             "SELECT ( NOT (EXISTS (SELECT \"revoked_tokens\".\"jti\" FROM",

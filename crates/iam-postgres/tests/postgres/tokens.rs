@@ -3,7 +3,8 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use iam_domain::credential::Credential;
-use iam_domain::ports::{CapOutcome, CredentialStore, TokenRef, TokenStore};
+use iam_domain::credential::CredentialFilter;
+use iam_domain::ports::{CapOutcome, CredentialStore, IfLive, LiveToken, TokenRef, TokenStore};
 
 use super::credentials::{
     CAP, cred_id, credential, delete_credential, insert_credential, seed_many_credentials,
@@ -403,4 +404,128 @@ async fn a_revocation_of_a_token_expiring_after_the_year_9999_is_never_purged_ea
     assert_eq!(stored[0].expires_at.year(), 9999);
     assert_eq!(store.purge_expired_revocations(t0()).await.unwrap(), 0);
     assert!(!live(&store, "jti-forever", None, t0()).await);
+}
+
+/// What a read under a token's liveness gave.
+fn outcome<T>(read: &IfLive<Option<T>>) -> &'static str {
+    match read {
+        IfLive::Live(Some(_)) => "found",
+        IfLive::Live(None) => "missing",
+        IfLive::Dead => "dead",
+    }
+}
+
+/// Every read under a token's liveness (the four kinds `GET` routes of accounts and secret
+/// credentials make), as found/missing/dead, with the statements each took.
+async fn reads_under(
+    store: &PgStore,
+    statements: &iam_postgres::test_support::StatementCounter,
+    live: &LiveToken<'_>,
+    account: &str,
+    credential: &str,
+) -> Vec<(&'static str, usize)> {
+    let (tenant, account, credential) = (org_id(ACME), sa_id(account), cred_id(credential));
+    let now = live.now;
+    let mut seen = Vec::new();
+    statements.take();
+    let read = ServiceAccountStore::get_if_live(store, live, &tenant, &account, now);
+    seen.push((outcome(&read.await.unwrap()), statements.take()));
+    let page = cursor_request(10, None);
+    let filter = ServiceAccountFilter::default();
+    let read = match ServiceAccountStore::list_if_live(store, live, &tenant, &filter, page, now)
+        .await
+        .unwrap()
+    {
+        IfLive::Live(page) => IfLive::Live(page.items.into_iter().find(|a| a.id == account)),
+        IfLive::Dead => IfLive::Dead,
+    };
+    seen.push((outcome(&read), statements.take()));
+    let read = CredentialStore::get_if_live(store, live, &tenant, &account, &credential);
+    seen.push((outcome(&read.await.unwrap()), statements.take()));
+    let filter = CredentialFilter::default();
+    let read = CredentialStore::list_if_live(store, live, &tenant, &account, filter, page, now);
+    seen.push((outcome(&read.await.unwrap()), statements.take()));
+    seen
+}
+
+#[tokio::test]
+async fn a_read_under_a_live_token_is_one_statement_and_a_dead_token_reads_nothing() {
+    let (db, _, sa) = with_account().await;
+    let (store, statements) = db.counting_store();
+    let now = t0() + Duration::hours(1);
+    stored_credential(&store, &sa, "cred-a", tomorrow(), 100).await;
+    let a = cred_id("cred-a");
+    let user = LiveToken {
+        token: ours("jti-user"),
+        service_account: None,
+        now,
+    };
+    let bot = LiveToken {
+        token: ours("jti-bot"),
+        service_account: Some((sa.client_id.clone(), &a)),
+        now,
+    };
+    // The credential list pipelines two statements (the account's existence and the page):
+    // one round trip. Where nothing is read, the liveness statement follows on its own.
+    let found = vec![("found", 1), ("found", 1), ("found", 1), ("found", 2)];
+    let missing = vec![
+        ("missing", 2),
+        ("missing", 1),
+        ("missing", 2),
+        ("missing", 3),
+    ];
+    for token in [&user, &bot] {
+        assert_eq!(
+            reads_under(&store, &statements, token, "sa-ci", "cred-a").await,
+            found
+        );
+        assert_eq!(
+            reads_under(&store, &statements, token, "sa-ci", "cred-none").await,
+            [("found", 1), ("found", 1), ("missing", 2), ("found", 2)]
+        );
+        assert_eq!(
+            reads_under(&store, &statements, token, "sa-none", "cred-a").await,
+            missing
+        );
+    }
+
+    // Revoked: nothing is read, whatever exists.
+    store
+        .revoke(&org_id(ACME), ours("jti-user"), tomorrow())
+        .await
+        .unwrap();
+    let dead = vec![("dead", 2), ("dead", 2), ("dead", 2), ("dead", 3)];
+    for (account, credential) in [("sa-ci", "cred-a"), ("sa-none", "cred-none")] {
+        assert_eq!(
+            reads_under(&store, &statements, &user, account, credential).await,
+            dead
+        );
+    }
+    // The bot's account disabled: its own token reads nothing from the next statement on.
+    let mut conn = db.connection().await;
+    diesel::sql_query("UPDATE service_accounts SET status = 'disabled' WHERE id = 'sa-ci'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        reads_under(&store, &statements, &bot, "sa-ci", "cred-a").await,
+        dead
+    );
+    // Enabled again, then the credential expired (at `now`).
+    diesel::sql_query("UPDATE service_accounts SET status = 'active' WHERE id = 'sa-ci'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        reads_under(&store, &statements, &bot, "sa-ci", "cred-a").await,
+        found
+    );
+    let expired = LiveToken {
+        now: tomorrow(),
+        ..bot.clone()
+    };
+    assert_eq!(
+        reads_under(&store, &statements, &expired, "sa-ci", "cred-a").await,
+        dead
+    );
 }
