@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::client_secret::SecretHash;
 use crate::principal::Subject;
 use crate::resource_id::{CredentialId, OrgId, ServiceAccountId};
+use crate::service_account::Grantee;
 use crate::validation::InvalidValue;
 
 /// `active` until `expiresAt`, `expired` from then on (terminal). Computed, never stored.
@@ -79,6 +80,27 @@ pub struct Credential {
     pub last_used_ip: Option<IpAddr>,
 }
 
+/// A client-secret credential as a token mint checks it, with the account it belongs to
+/// ([`crate::ports::CredentialStore::find_for_mint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintCredential {
+    /// The credential's `uid` (its last use is recorded by it).
+    pub uid: Uuid,
+    /// `HMAC-SHA256(pepper, secret)`.
+    pub secret_hash: SecretHash,
+    /// When it stops working.
+    pub expires_at: OffsetDateTime,
+    /// Its account.
+    pub account: Grantee,
+}
+
+impl MintCredential {
+    /// Whether it still works at `now` (as [`Credential::status`]).
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        now < self.expires_at
+    }
+}
+
 impl Credential {
     /// The status at `now`: expired iff `now >= expires_at`.
     pub fn status(&self, now: OffsetDateTime) -> CredentialStatus {
@@ -124,5 +146,20 @@ mod tests {
             credential.status(credential.expires_at),
             CredentialStatus::Expired
         );
+        // What a mint reads of it agrees.
+        let minted = MintCredential {
+            uid: credential.uid,
+            secret_hash: credential.secret_hash.clone(),
+            expires_at: credential.expires_at,
+            account: Grantee {
+                tenant: credential.tenant.clone(),
+                client_id: crate::service_account::ClientId::from_stored("sa-a@a.iam".into()),
+                target: crate::scope::ScopeTarget::Organization(credential.tenant.clone()),
+                roles: Vec::new(),
+                status: crate::service_account::ServiceAccountStatus::Active,
+            },
+        };
+        assert!(minted.is_active(just_before));
+        assert!(!minted.is_active(credential.expires_at));
     }
 }

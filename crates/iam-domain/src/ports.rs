@@ -20,7 +20,7 @@ pub use federation::{
 };
 
 use crate::audit::AuditEvent;
-use crate::credential::{Credential, CredentialFilter};
+use crate::credential::{Credential, CredentialFilter, MintCredential};
 use crate::federated_credential::TrustedIssuer;
 use crate::organization::Organization;
 use crate::pagination::{Page, PageRequest};
@@ -338,9 +338,9 @@ pub trait CredentialStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<IfLive<Option<Page<Credential>>>, StoreError>> + Send;
 
-    /// The credential `id` of the account whose client id is `client_id`, with that account
-    /// (its `active_credential_count` need not be filled): what a token mint checks. `None`
-    /// when either is missing or they do not belong together. One round trip.
+    /// The credential `id` of the account whose client id is `client_id`, with that account,
+    /// as much of both as a token mint checks. `None` when either is missing or they do not
+    /// belong together. One round trip.
     ///
     /// # Errors
     /// [`StoreError`] only for backend failures.
@@ -348,7 +348,7 @@ pub trait CredentialStore: Send + Sync + 'static {
         &self,
         client_id: &ClientId,
         id: &CredentialId,
-    ) -> impl Future<Output = Result<Option<(Credential, ServiceAccount)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<MintCredential>, StoreError>> + Send;
 
     /// Deletes credential `id` of account `account` in `tenant` and stores `audit`;
     /// `Ok(false)` (and no audit event) when there was no such credential.

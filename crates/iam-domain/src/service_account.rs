@@ -209,6 +209,34 @@ pub struct ServiceAccount {
     pub active_credential_count: u32,
 }
 
+/// What a token is minted from, of a service account: whom it names, and what it may
+/// carry. Token mints and exchanges read only this much of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grantee {
+    /// The owning organization.
+    pub tenant: OrgId,
+    /// The token's `sub`.
+    pub client_id: ClientId,
+    /// The scope a token may carry (or narrow).
+    pub target: ScopeTarget,
+    /// The roles a token may carry (or narrow to).
+    pub roles: Vec<RoleSlug>,
+    /// Only an active account gets tokens.
+    pub status: ServiceAccountStatus,
+}
+
+impl From<ServiceAccount> for Grantee {
+    fn from(account: ServiceAccount) -> Self {
+        Self {
+            tenant: account.tenant,
+            client_id: account.client_id,
+            target: account.target,
+            roles: account.roles,
+            status: account.status,
+        }
+    }
+}
+
 /// Filters of the list endpoint; `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceAccountFilter {

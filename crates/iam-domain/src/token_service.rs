@@ -18,7 +18,6 @@ use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
 
 use crate::client_secret::{ClientSecret, SecretHasher};
-use crate::credential::CredentialStatus;
 use crate::ports::{
     Adapters, AssertionVerifier, Clock, CredentialStore, Directory, FederatedCredentialStore,
     IdGenerator, LiveToken, StoreError, TokenRef, TokenStore, UsageRecorder,
@@ -27,7 +26,7 @@ use crate::principal::Principal;
 use crate::resource_id::{CredentialId, OrgId};
 use crate::role::RoleSlug;
 use crate::scope::{Scope, ScopeTarget};
-use crate::service_account::ServiceAccount;
+use crate::service_account::Grantee;
 use crate::service_account::{ClientId, ServiceAccountStatus};
 use crate::throttle::MintThrottle;
 
@@ -304,7 +303,7 @@ impl<A: Adapters> TokenService<A> {
             self.spend_decoy_hash();
             return Err(MintError::InvalidClient);
         };
-        let Some((credential, account)) = self
+        let Some(credential) = self
             .credentials
             .find_for_mint(&client_id, &credential_id)
             .await?
@@ -314,15 +313,15 @@ impl<A: Adapters> TokenService<A> {
         };
         let verified = self.hasher.verify(&secret, &credential.secret_hash);
         if !verified
-            || credential.status(now) != CredentialStatus::Active
-            || account.status != ServiceAccountStatus::Active
+            || !credential.is_active(now)
+            || credential.account.status != ServiceAccountStatus::Active
         {
             return Err(MintError::InvalidClient);
         }
 
         let grant = self
             .grant(
-                account,
+                credential.account,
                 credential_id,
                 // Never outlive the credential: verifiers that only check signatures (JWKS)
                 // must not accept a token past its credential's expiry.
@@ -339,7 +338,7 @@ impl<A: Adapters> TokenService<A> {
     /// `expires_at`.
     async fn grant(
         &self,
-        account: ServiceAccount,
+        account: Grantee,
         credential_id: CredentialId,
         expires_at: OffsetDateTime,
         narrowing: &Narrowing,

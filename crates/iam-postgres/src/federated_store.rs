@@ -37,7 +37,7 @@ use crate::error::{DbError, corrupt};
 use crate::idempotency::record_completion;
 use crate::keyset::row_greater_than;
 use crate::schema::{federated_credentials, service_accounts, trusted_issuers};
-use crate::service_account_store::ServiceAccountRow;
+use crate::service_account_store::GranteeRow;
 use crate::store::PgStore;
 use crate::token_store::LiveCondition;
 
@@ -454,25 +454,26 @@ impl FederatedCredentialStore for PgStore {
             ))
             .select((
                 FederatedRow::as_select(),
-                ServiceAccountRow::as_select(),
+                service_accounts::id,
+                GranteeRow::as_select(),
                 TrustedIssuerRow::as_select(),
             ))
-            .load::<(FederatedRow, ServiceAccountRow, TrustedIssuerRow)>(&mut conn)
+            .load::<(FederatedRow, String, GranteeRow, TrustedIssuerRow)>(&mut conn)
             .await
             .map_err(DbError::from)?;
         let mut rows = rows.into_iter();
-        let Some((first, account, trusted)) = rows.next() else {
+        let Some((first, account_id, account, trusted)) = rows.next() else {
             return Ok(None);
         };
-        // Not counted here (the exchange does not need it): documented as 0.
-        let account = account.into_domain(Some(0))?;
+        let account_id = ServiceAccountId::parse(account_id)
+            .map_err(|e| corrupt(format_args!("service account id: {e}")))?;
         // One row per credential: the trust is joined by its primary key.
         let credentials = std::iter::once(first)
-            .chain(rows.map(|(row, _, _)| row))
-            .map(|row| row.into_domain(account.id.clone()))
+            .chain(rows.map(|(row, ..)| row))
+            .map(|row| row.into_domain(account_id.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(FederatedMatch {
-            account,
+            account: account.into_domain()?,
             credentials,
             trusted: trusted.into_domain()?,
         }))

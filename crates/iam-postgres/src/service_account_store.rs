@@ -27,7 +27,7 @@ use iam_domain::resource_id::{OrgId, ServiceAccountId};
 use iam_domain::role::RoleSlug;
 use iam_domain::scope::ScopeTarget;
 use iam_domain::service_account::{
-    ClientId, Description, DisplayName, Revision, ServiceAccount, ServiceAccountFilter,
+    ClientId, Description, DisplayName, Grantee, Revision, ServiceAccount, ServiceAccountFilter,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -105,14 +105,7 @@ impl ServiceAccountRow {
         let bad = |field: &str, e: &dyn std::fmt::Display| {
             corrupt(format_args!("service account {uid}: {field}: {e}"))
         };
-        let roles = self
-            .roles
-            .into_iter()
-            .map(|role| {
-                let role = role.ok_or_else(|| bad("roles", &"NULL element"))?;
-                RoleSlug::parse(role).map_err(|e| bad("roles", &e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let roles = roles_from_row(self.roles).map_err(|e| bad("roles", &e))?;
         Ok(ServiceAccount {
             uid,
             tenant: OrgId::parse(self.org_id).map_err(|e| bad("org_id", &e))?,
@@ -142,6 +135,49 @@ impl ServiceAccountRow {
                 .and_then(|n| u32::try_from(n).map_err(|e| bad("active_credential_count", &e)))?,
         })
     }
+}
+
+/// The columns of a [`Grantee`]: what a token mint or exchange reads of an account.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = service_accounts, check_for_backend(Pg))]
+pub(crate) struct GranteeRow {
+    org_id: String,
+    client_id: String,
+    scope: String,
+    scope_id: String,
+    roles: Vec<Option<String>>,
+    status: String,
+}
+
+impl GranteeRow {
+    pub(crate) fn into_domain(self) -> Result<Grantee, StoreError> {
+        let client_id = self.client_id;
+        let bad = |field: &str, e: &dyn std::fmt::Display| {
+            corrupt(format_args!("service account {client_id}: {field}: {e}"))
+        };
+        Ok(Grantee {
+            tenant: OrgId::parse(self.org_id).map_err(|e| bad("org_id", &e))?,
+            target: ScopeTarget::parse(
+                self.scope.parse().map_err(|e| bad("scope", &e))?,
+                &self.scope_id,
+            )
+            .map_err(|e| bad("scope_id", &e))?,
+            roles: roles_from_row(self.roles).map_err(|e| bad("roles", &e))?,
+            status: self.status.parse().map_err(|e| bad("status", &e))?,
+            client_id: ClientId::from_stored(client_id),
+        })
+    }
+}
+
+/// The roles of a `roles` column (a `text[]` whose elements are never NULL).
+fn roles_from_row(roles: Vec<Option<String>>) -> Result<Vec<RoleSlug>, String> {
+    roles
+        .into_iter()
+        .map(|role| {
+            let role = role.ok_or("NULL element")?;
+            RoleSlug::parse(role).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 fn roles_to_row(roles: &[RoleSlug]) -> Vec<Option<String>> {

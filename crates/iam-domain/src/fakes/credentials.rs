@@ -8,14 +8,14 @@ use uuid::Uuid;
 use super::Memory;
 use super::accounts::paginate;
 use crate::audit::AuditEvent;
-use crate::credential::{Credential, CredentialFilter};
+use crate::credential::{Credential, CredentialFilter, MintCredential};
 use crate::pagination::{Page, PageRequest};
 use crate::ports::{
     CapOutcome, CredentialStore, IdempotencyCompletion, IfLive, LiveToken, StoreError, TokenRef,
     TokenStore, UsageRecorder,
 };
 use crate::resource_id::{CredentialId, OrgId, ServiceAccountId};
-use crate::service_account::{ClientId, ServiceAccount, ServiceAccountStatus};
+use crate::service_account::{ClientId, ServiceAccountStatus};
 
 impl CredentialStore for Memory {
     fn insert_within_cap(
@@ -99,7 +99,7 @@ impl CredentialStore for Memory {
         &self,
         client_id: &ClientId,
         id: &CredentialId,
-    ) -> impl Future<Output = Result<Option<(Credential, ServiceAccount)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Option<MintCredential>, StoreError>> + Send {
         let mut state = self.state();
         state.mint_lookups += 1;
         let found = state
@@ -111,7 +111,12 @@ impl CredentialStore for Memory {
                     .credentials
                     .iter()
                     .find(|c| c.service_account_uid == a.uid && c.id == *id)
-                    .map(|c| (c.clone(), a.clone()))
+                    .map(|c| MintCredential {
+                        uid: c.uid,
+                        secret_hash: c.secret_hash.clone(),
+                        expires_at: c.expires_at,
+                        account: a.clone().into(),
+                    })
             });
         ready(Ok(found))
     }

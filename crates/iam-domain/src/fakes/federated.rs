@@ -140,7 +140,7 @@ impl FederatedCredentialStore for Memory {
                     .cloned()
                     .collect();
                 (!credentials.is_empty()).then(|| FederatedMatch {
-                    account: account.clone(),
+                    account: account.clone().into(),
                     credentials,
                     trusted,
                 })

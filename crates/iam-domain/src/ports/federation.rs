@@ -10,14 +10,14 @@ use crate::audit::AuditEvent;
 use crate::federated_credential::{ExternalSubject, FederatedCredential, Issuer, TrustedIssuer};
 use crate::pagination::{Page, PageRequest};
 use crate::resource_id::{CredentialId, OrgId, ServiceAccountId};
-use crate::service_account::{ClientId, ServiceAccount};
+use crate::service_account::{ClientId, Grantee};
 
 /// What an exchange needs from storage: the account, its federated credentials for the
 /// token's issuer and subject, and the organization's trust in that issuer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FederatedMatch {
-    /// The account (its `active_credential_count` need not be filled).
-    pub account: ServiceAccount,
+    /// The account, as much of it as a token needs.
+    pub account: Grantee,
     /// Its federated credentials with the issuer and subject asked for, oldest first.
     pub credentials: Vec<FederatedCredential>,
     /// How the organization trusts the issuer.

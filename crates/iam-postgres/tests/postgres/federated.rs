@@ -224,7 +224,10 @@ async fn an_exchange_finds_the_credentials_of_the_subject_while_the_issuer_is_tr
         .unwrap()
         .unwrap();
     assert_eq!(statements.take(), 1, "one round trip");
-    assert_eq!(found.account.id, sa.id);
+    assert_eq!(
+        found.account,
+        iam_domain::service_account::Grantee::from(sa.clone())
+    );
     assert_eq!(found.credentials, [first.clone(), same_subject]);
     assert_eq!(
         found.trusted,

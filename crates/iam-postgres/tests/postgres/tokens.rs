@@ -3,8 +3,9 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use iam_domain::credential::Credential;
-use iam_domain::credential::CredentialFilter;
+use iam_domain::credential::{CredentialFilter, MintCredential};
 use iam_domain::ports::{CapOutcome, CredentialStore, IfLive, LiveToken, TokenRef, TokenStore};
+use iam_domain::service_account::Grantee;
 
 use super::credentials::{
     CAP, cred_id, credential, delete_credential, insert_credential, seed_many_credentials,
@@ -32,11 +33,7 @@ async fn stored_credential(
     credential
 }
 
-async fn find(
-    store: &PgStore,
-    client_id: &ClientId,
-    id: &str,
-) -> Option<(Credential, ServiceAccount)> {
+async fn find(store: &PgStore, client_id: &ClientId, id: &str) -> Option<MintCredential> {
     store.find_for_mint(client_id, &cred_id(id)).await.unwrap()
 }
 
@@ -87,16 +84,21 @@ async fn find_for_mint_returns_the_pair_only_for_the_credential_of_that_client()
     stored_credential(&store, &foreign, "cred-a", tomorrow(), 102).await;
 
     statements.take();
-    let (credential, account) = find(&store, &sa.client_id, "cred-a").await.unwrap();
+    let found = find(&store, &sa.client_id, "cred-a").await.unwrap();
     assert_eq!(statements.take(), 1, "one statement");
-    assert_eq!(credential, cred_a);
-    // The whole account, with no credential count (documented as 0).
-    assert_eq!(account, sa);
-    assert_eq!(account.active_credential_count, 0);
+    assert_eq!(
+        found,
+        MintCredential {
+            uid: cred_a.uid,
+            secret_hash: cred_a.secret_hash.clone(),
+            expires_at: cred_a.expires_at,
+            account: Grantee::from(sa.clone()),
+        }
+    );
 
-    let (credential, account) = find(&store, &foreign.client_id, "cred-a").await.unwrap();
-    assert_eq!(credential.uid, Uuid::from_u128(102));
-    assert_eq!(account.uid, foreign.uid);
+    let found = find(&store, &foreign.client_id, "cred-a").await.unwrap();
+    assert_eq!(found.uid, Uuid::from_u128(102));
+    assert_eq!(found.account, Grantee::from(foreign.clone()));
 
     let unknown = ClientId::from_stored("sa-nobody@org-acme.iam".into());
     assert_eq!(
@@ -135,9 +137,13 @@ async fn find_for_mint_returns_expired_credentials_and_disabled_accounts_for_the
         .execute(&mut conn)
         .await
         .unwrap();
-    let (credential, account) = find(&store, &sa.client_id, "cred-old").await.unwrap();
-    assert_eq!(credential, expired);
-    assert_eq!(account.status, ServiceAccountStatus::Disabled);
+    let found = find(&store, &sa.client_id, "cred-old").await.unwrap();
+    assert_eq!(
+        (found.uid, found.expires_at),
+        (expired.uid, expired.expires_at)
+    );
+    assert!(!found.is_active(t0()));
+    assert_eq!(found.account.status, ServiceAccountStatus::Disabled);
 }
 
 #[tokio::test]
@@ -180,8 +186,8 @@ async fn the_mint_lookup_and_the_liveness_check_are_unique_index_probes() {
     assert!(plan.contains("using credentials_org_id_id_key"), "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
 
-    let (credential, _) = find(&store, &sa.client_id, "cred-many-77").await.unwrap();
-    assert_eq!(credential.id.as_str(), "cred-many-77");
+    let found = find(&store, &sa.client_id, "cred-many-77").await.unwrap();
+    assert_eq!(found.account.client_id, sa.client_id);
 }
 
 #[tokio::test]
