@@ -50,7 +50,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::error::{DbError, corrupt};
 use crate::idempotency::record_completion;
-use crate::keyset::row_greater_than;
+use crate::keyset::{cursor_page_of, row_greater_than};
 use crate::schema::{credentials, service_accounts};
 use crate::service_account_store::GranteeRow;
 use crate::store::PgStore;
@@ -287,26 +287,19 @@ impl PgStore {
                 let rows = cursor_page(tenant, account, filter, now, after, i64::from(size) + 1)
                     .select(CredentialRow::as_select())
                     .load::<CredentialRow>(&mut &*conn);
-                let (exists, mut rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
+                let (exists, rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
                 if !exists {
                     return Ok(None);
                 }
-                let more = rows.len() > usize::from(size);
-                rows.truncate(usize::from(size));
-                let items = rows_into_domain(rows, account)?;
-                let next = more
-                    .then(|| {
-                        items.last().map(|last| Cursor {
-                            created_at: last.created_at,
-                            uid: last.uid,
-                        })
-                    })
-                    .flatten();
-                Page {
-                    items,
-                    next,
-                    total: None,
-                }
+                cursor_page_of(
+                    rows,
+                    size,
+                    |row| row.into_domain(account.clone()),
+                    |c| Cursor {
+                        created_at: c.created_at,
+                        uid: c.uid,
+                    },
+                )?
             }
             PagePosition::Offset(offset) => {
                 let rows = ordered(filtered(tenant, account, filter, now))

@@ -35,7 +35,7 @@ use crate::credential_store::account_exists;
 use crate::directory::TrustedIssuerRow;
 use crate::error::{DbError, corrupt};
 use crate::idempotency::record_completion;
-use crate::keyset::row_greater_than;
+use crate::keyset::{cursor_page_of, row_greater_than};
 use crate::schema::{federated_credentials, service_accounts, trusted_issuers};
 use crate::service_account_store::GranteeRow;
 use crate::store::PgStore;
@@ -243,26 +243,20 @@ impl PgStore {
                     .limit(i64::from(size) + 1)
                     .select(FederatedRow::as_select())
                     .load::<FederatedRow>(&mut &*conn);
-                let (exists, mut rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
+                let (exists, rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
                 if !exists {
                     return Ok(None);
                 }
-                let more = rows.len() > usize::from(size);
-                rows.truncate(usize::from(size));
-                let items = rows_into_domain(rows, account)?;
-                let next = more
-                    .then(|| {
-                        items.last().map(|last| Cursor {
-                            created_at: last.created_at,
-                            uid: last.uid,
-                        })
-                    })
-                    .flatten();
-                Ok(Some(Page {
-                    items,
-                    next,
-                    total: None,
-                }))
+                cursor_page_of(
+                    rows,
+                    size,
+                    |row| row.into_domain(account.clone()),
+                    |c| Cursor {
+                        created_at: c.created_at,
+                        uid: c.uid,
+                    },
+                )
+                .map(Some)
             }
             PagePosition::Offset(offset) => {
                 let rows = of_account(tenant, account)

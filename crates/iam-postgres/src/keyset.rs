@@ -92,3 +92,33 @@ where
 {
     type IsAggregate = <(A, B, C, D) as ValidGrouping<GB>>::IsAggregate;
 }
+
+/// A cursor-mode page from `rows`, read in `(created_at, uid)` order with one more than
+/// `size` asked for: the first `size`, converted with `convert`, and `next` (the last item's
+/// position) iff that one more exists.
+///
+/// # Errors
+/// The first error of `convert`.
+pub(crate) fn cursor_page_of<R, T>(
+    mut rows: Vec<R>,
+    size: u16,
+    convert: impl FnMut(R) -> Result<T, iam_domain::ports::StoreError>,
+    position: impl Fn(&T) -> iam_domain::pagination::Cursor,
+) -> Result<iam_domain::pagination::Page<T>, iam_domain::ports::StoreError> {
+    let more = rows.len() > usize::from(size);
+    rows.truncate(usize::from(size));
+    let items = rows
+        .into_iter()
+        .map(convert)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = if more {
+        items.last().map(position)
+    } else {
+        None
+    };
+    Ok(iam_domain::pagination::Page {
+        items,
+        next,
+        total: None,
+    })
+}

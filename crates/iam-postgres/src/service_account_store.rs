@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::error::{DbError, corrupt};
 use crate::idempotency::record_completion;
-use crate::keyset::row_greater_than;
+use crate::keyset::{cursor_page_of, row_greater_than};
 use crate::schema::{credentials, service_accounts};
 use crate::store::PgStore;
 use crate::token_store::{LiveCondition, read_any};
@@ -317,29 +317,21 @@ impl PgStore {
     ) -> Result<Page<ServiceAccount>, StoreError> {
         // One more than asked: whether it exists decides `next`.
         let limit = i64::from(size) + 1;
-        let size = usize::from(size);
-        let mut rows: Vec<AccountRead> = cursor_page(tenant, filter, after, limit)
+        let rows: Vec<AccountRead> = cursor_page(tenant, filter, after, limit)
             .filter(live)
             .select(account_selection(now))
             .load(&mut &*conn)
             .await
             .map_err(DbError::from)?;
-        let more = rows.len() > size;
-        rows.truncate(size);
-        let items = rows_into_domain(rows)?;
-        let next = if more {
-            items.last().map(|last| Cursor {
-                created_at: last.created_at,
-                uid: last.uid,
-            })
-        } else {
-            None
-        };
-        Ok(Page {
-            items,
-            next,
-            total: None,
-        })
+        cursor_page_of(
+            rows,
+            size,
+            |(row, active)| row.into_domain(active),
+            |a| Cursor {
+                created_at: a.created_at,
+                uid: a.uid,
+            },
+        )
     }
 
     async fn list_offset(

@@ -88,11 +88,6 @@ enum TokenAction {
     },
 }
 
-/// mimalloc instead of the C library's allocator: a request allocates and frees many small
-/// buffers, and the static (musl) image's own allocator is slow at that (docs/PERFORMANCE.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_env(|name| cli.config.get(name))?;
