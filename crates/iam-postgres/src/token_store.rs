@@ -108,7 +108,7 @@ fn federated_live<'a>(token: TokenRef<'a>, client_id: &'a str, id: &'a str) -> _
 }
 
 /// A token's liveness as a boolean SQL expression, to be added to the `WHERE` clause of a
-/// read ([`PgStore::read_if_live`]): a row is read only while the caller's token is live.
+/// read ([`PgStore::if_live`]): a row is read only while the caller's token is live.
 /// Its subqueries name no table of the statement they are put in (they are uncorrelated:
 /// PostgreSQL evaluates them once per statement, as a one-time filter), so it fits any
 /// query.

@@ -170,20 +170,25 @@ fn measure_run(
         ));
         measure_http(serving, requests, load, clk_tck)
     };
-    progress(&format!("measuring pgbench -S, {clients} clients"));
-    let select = measure_pgbench(
-        &harness.pgbench,
-        &harness.pgbench_database_url,
-        Script::SelectOnly,
-        load,
-        clk_tck,
-    )?;
-    let select_tps = select.tps;
-    lines.push(Line::Baseline {
-        name: "pgbench -S (reads)",
-        clients,
-        baseline: select,
-    });
+    // pgbench with `script` as a baseline line; its rate, for the rows measured against it.
+    let baseline = |lines: &mut Vec<Line>, flag: &str, name: &'static str, script| {
+        progress(&format!("measuring pgbench {flag}, {clients} clients"));
+        let baseline = measure_pgbench(
+            &harness.pgbench,
+            &harness.pgbench_database_url,
+            script,
+            load,
+            clk_tck,
+        )?;
+        let tps = baseline.tps;
+        lines.push(Line::Baseline {
+            name,
+            clients,
+            baseline,
+        });
+        Ok::<_, anyhow::Error>(tps)
+    };
+    let select_tps = baseline(&mut lines, "-S", "pgbench -S (reads)", Script::SelectOnly)?;
     let row = |scenario: &str, measurement, target, baseline_tps| {
         Line::Http(Row {
             scenario: scenario.to_owned(),
@@ -217,20 +222,12 @@ fn measure_run(
     lines.push(row("list page 1 (cursor)", first, None, select_tps));
     lines.push(row("list page 1000 (cursor)", far, None, select_tps));
 
-    progress(&format!("measuring pgbench -N, {clients} clients"));
-    let update = measure_pgbench(
-        &harness.pgbench,
-        &harness.pgbench_database_url,
+    let update_tps = baseline(
+        &mut lines,
+        "-N",
+        "pgbench -N (writes)",
         Script::SimpleUpdate,
-        load,
-        clk_tck,
     )?;
-    let update_tps = update.tps;
-    lines.push(Line::Baseline {
-        name: "pgbench -N (writes)",
-        clients,
-        baseline: update,
-    });
     let create = measure("credential create", creates)?;
     lines.push(row("credential create", create, None, update_tps));
     Ok((lines, note))
