@@ -50,7 +50,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::error::{DbError, corrupt};
 use crate::idempotency::record_completion;
-use crate::keyset::{cursor_page_of, row_greater_than};
+use crate::keyset::{cursor_page_if, offset_page_if, row_greater_than};
 use crate::schema::{credentials, service_accounts};
 use crate::service_account_store::GranteeRow;
 use crate::store::PgStore;
@@ -220,15 +220,6 @@ pub(crate) fn account_exists<'a>(tenant: &'a str, account: &'a str) -> _ {
     )
 }
 
-fn rows_into_domain(
-    rows: Vec<CredentialRow>,
-    account: &ServiceAccountId,
-) -> Result<Vec<Credential>, StoreError> {
-    rows.into_iter()
-        .map(|row| row.into_domain(account.clone()))
-        .collect()
-}
-
 /// Why the cap transaction did not insert.
 enum CapFailure {
     /// Nothing stored: the account is gone or the cap is reached.
@@ -281,25 +272,18 @@ impl PgStore {
         let size = page.size.get();
         let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()).and(live))
             .get_result::<bool>(&mut &*conn);
-        let page = match page.position {
+        let convert = |row: CredentialRow| row.into_domain(account.clone());
+        match page.position {
             PagePosition::After(after) => {
                 // One more than asked: whether it exists decides `next`.
                 let rows = cursor_page(tenant, account, filter, now, after, i64::from(size) + 1)
                     .select(CredentialRow::as_select())
                     .load::<CredentialRow>(&mut &*conn);
-                let (exists, rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
-                if !exists {
-                    return Ok(None);
-                }
-                cursor_page_of(
-                    rows,
-                    size,
-                    |row| row.into_domain(account.clone()),
-                    |c| Cursor {
-                        created_at: c.created_at,
-                        uid: c.uid,
-                    },
-                )?
+                cursor_page_if(exists, rows, size, convert, |c| Cursor {
+                    created_at: c.created_at,
+                    uid: c.uid,
+                })
+                .await
             }
             PagePosition::Offset(offset) => {
                 let rows = ordered(filtered(tenant, account, filter, now))
@@ -310,21 +294,9 @@ impl PgStore {
                 let total = filtered(tenant, account, filter, now)
                     .select(count_star())
                     .get_result::<i64>(&mut &*conn);
-                let (exists, rows, total) =
-                    tokio::try_join!(exists, rows, total).map_err(DbError::from)?;
-                if !exists {
-                    return Ok(None);
-                }
-                Page {
-                    items: rows_into_domain(rows, account)?,
-                    next: None,
-                    total: Some(
-                        u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?,
-                    ),
-                }
+                offset_page_if(exists, rows, total, convert).await
             }
-        };
-        Ok(Some(page))
+        }
     }
 
     /// The plan Postgres chooses for [`CredentialStore::find_for_mint`] (`EXPLAIN` output

@@ -35,7 +35,7 @@ use crate::credential_store::account_exists;
 use crate::directory::TrustedIssuerRow;
 use crate::error::{DbError, corrupt};
 use crate::idempotency::record_completion;
-use crate::keyset::{cursor_page_of, row_greater_than};
+use crate::keyset::{cursor_page_if, offset_page_if, row_greater_than};
 use crate::schema::{federated_credentials, service_accounts, trusted_issuers};
 use crate::service_account_store::GranteeRow;
 use crate::store::PgStore;
@@ -167,15 +167,6 @@ pub(crate) fn federated_of_client<'a>(client_id: &'a str, id: &'a str) -> _ {
         .filter(federated_credentials::org_id.eq(service_accounts::org_id))
 }
 
-fn rows_into_domain(
-    rows: Vec<FederatedRow>,
-    account: &ServiceAccountId,
-) -> Result<Vec<FederatedCredential>, StoreError> {
-    rows.into_iter()
-        .map(|row| row.into_domain(account.clone()))
-        .collect()
-}
-
 /// Why the cap transaction did not insert.
 enum CapFailure {
     Refused(CapOutcome),
@@ -223,6 +214,7 @@ impl PgStore {
         // All statements are sent at once (pipelined on one connection): one round trip.
         let exists = diesel::select(account_exists(tenant.as_str(), account.as_str()).and(live))
             .get_result::<bool>(&mut &*conn);
+        let convert = |row: FederatedRow| row.into_domain(account.clone());
         match page.position {
             PagePosition::After(after) => {
                 let mut query = of_account(tenant, account);
@@ -243,20 +235,11 @@ impl PgStore {
                     .limit(i64::from(size) + 1)
                     .select(FederatedRow::as_select())
                     .load::<FederatedRow>(&mut &*conn);
-                let (exists, rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
-                if !exists {
-                    return Ok(None);
-                }
-                cursor_page_of(
-                    rows,
-                    size,
-                    |row| row.into_domain(account.clone()),
-                    |c| Cursor {
-                        created_at: c.created_at,
-                        uid: c.uid,
-                    },
-                )
-                .map(Some)
+                cursor_page_if(exists, rows, size, convert, |c| Cursor {
+                    created_at: c.created_at,
+                    uid: c.uid,
+                })
+                .await
             }
             PagePosition::Offset(offset) => {
                 let rows = of_account(tenant, account)
@@ -272,18 +255,7 @@ impl PgStore {
                     )
                     .select(count_star())
                     .get_result::<i64>(&mut &*conn);
-                let (exists, rows, total) =
-                    tokio::try_join!(exists, rows, total).map_err(DbError::from)?;
-                if !exists {
-                    return Ok(None);
-                }
-                Ok(Some(Page {
-                    items: rows_into_domain(rows, account)?,
-                    next: None,
-                    total: Some(
-                        u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?,
-                    ),
-                }))
+                offset_page_if(exists, rows, total, convert).await
             }
         }
     }

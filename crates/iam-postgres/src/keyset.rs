@@ -8,11 +8,17 @@
 //! Unlike `diesel::dsl::sql`, this expression keeps the query cacheable as a prepared
 //! statement, so a list page is one round trip instead of prepare + execute.
 
+use std::future::Future;
+
 use diesel::QueryResult;
 use diesel::backend::Backend;
 use diesel::expression::{AppearsOnTable, Expression, SelectableExpression, ValidGrouping};
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::Bool;
+use iam_domain::pagination::{Cursor, Page};
+use iam_domain::ports::StoreError;
+
+use crate::error::{DbError, corrupt};
 
 /// `(first, second) > (after_first, after_second)`.
 #[derive(Debug, Clone, Copy, QueryId)]
@@ -102,9 +108,9 @@ where
 pub(crate) fn cursor_page_of<R, T>(
     mut rows: Vec<R>,
     size: u16,
-    convert: impl FnMut(R) -> Result<T, iam_domain::ports::StoreError>,
-    position: impl Fn(&T) -> iam_domain::pagination::Cursor,
-) -> Result<iam_domain::pagination::Page<T>, iam_domain::ports::StoreError> {
+    convert: impl FnMut(R) -> Result<T, StoreError>,
+    position: impl Fn(&T) -> Cursor,
+) -> Result<Page<T>, StoreError> {
     let more = rows.len() > usize::from(size);
     rows.truncate(usize::from(size));
     let items = rows
@@ -116,9 +122,52 @@ pub(crate) fn cursor_page_of<R, T>(
     } else {
         None
     };
-    Ok(iam_domain::pagination::Page {
+    Ok(Page {
         items,
         next,
         total: None,
     })
+}
+
+/// A cursor-mode page of what belongs to an account (its credentials, its federated
+/// credentials), from two statements sent together on one connection: `exists` (the account
+/// exists and the caller may read it) and `rows` (one more than `size`, as for
+/// [`cursor_page_of`]). `None` when `exists` is false, whatever `rows` holds.
+///
+/// # Errors
+/// The first failed statement, or the first error of `convert`.
+pub(crate) async fn cursor_page_if<R, T>(
+    exists: impl Future<Output = QueryResult<bool>>,
+    rows: impl Future<Output = QueryResult<Vec<R>>>,
+    size: u16,
+    convert: impl FnMut(R) -> Result<T, StoreError>,
+    position: impl Fn(&T) -> Cursor,
+) -> Result<Option<Page<T>>, StoreError> {
+    let (exists, rows) = tokio::try_join!(exists, rows).map_err(DbError::from)?;
+    if !exists {
+        return Ok(None);
+    }
+    cursor_page_of(rows, size, convert, position).map(Some)
+}
+
+/// As [`cursor_page_if`], in offset mode: `rows` is the page itself and `total` counts every
+/// item, all three statements sent together.
+///
+/// # Errors
+/// The first failed statement, a negative count, or the first error of `convert`.
+pub(crate) async fn offset_page_if<R, T>(
+    exists: impl Future<Output = QueryResult<bool>>,
+    rows: impl Future<Output = QueryResult<Vec<R>>>,
+    total: impl Future<Output = QueryResult<i64>>,
+    convert: impl FnMut(R) -> Result<T, StoreError>,
+) -> Result<Option<Page<T>>, StoreError> {
+    let (exists, rows, total) = tokio::try_join!(exists, rows, total).map_err(DbError::from)?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(Some(Page {
+        items: rows.into_iter().map(convert).collect::<Result<_, _>>()?,
+        next: None,
+        total: Some(u64::try_from(total).map_err(|e| corrupt(format_args!("count: {e}")))?),
+    }))
 }
