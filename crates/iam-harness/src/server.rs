@@ -115,7 +115,8 @@ impl Server {
         Ok(token.to_owned())
     }
 
-    /// Starts `iam-server serve` with its output going to `serve-<port>.log` in the state
+    /// Starts `iam-server serve` in a session of its own (through `setsid`, as a service
+    /// runs: see `in_own_session`), with its output going to `serve-<port>.log` in the state
     /// dir.
     ///
     /// # Errors
@@ -127,7 +128,7 @@ impl Server {
         let stdout =
             File::create(&log).with_context(|| format!("could not create {}", log.display()))?;
         let stderr = stdout.try_clone()?;
-        let mut cmd = self.command(&["serve"]);
+        let mut cmd = in_own_session(self.command(&["serve"]));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -244,6 +245,36 @@ impl Drop for RunningServer {
     }
 }
 
+/// `command` to be run in a session of its own, as a service runs in production (systemd, a
+/// container), through util-linux's `setsid` when it is installed (std cannot call
+/// `setsid(2)` without `unsafe`); `command` itself otherwise.
+///
+/// It matters on a machine shared with the load generator and PostgreSQL: with the kernel's
+/// autogroup scheduling each session gets an equal share of the CPUs, and PostgreSQL has a
+/// session of its own (`pg_ctl` starts it with `setsid`). A server in the load generator's
+/// session competes with it for that share; under closed-loop load, descheduled lock holders
+/// then stalled requests for seconds (docs/PERFORMANCE.md). The process id stays the
+/// server's: `setsid` only forks when it is a process group leader, which a child is not.
+fn in_own_session(command: Command) -> Command {
+    let Some(setsid) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("setsid"))
+            .find(|candidate| candidate.is_file())
+    }) else {
+        eprintln!("note: no `setsid` on PATH; the server shares this process's session");
+        return command;
+    };
+    let mut own = Command::new(setsid);
+    own.arg(command.get_program()).args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => own.env(name, value),
+            None => own.env_remove(name),
+        };
+    }
+    own
+}
+
 /// Sends SIGTERM (std has no signals, so via `kill`) and waits; kills after `timeout`.
 fn terminate(mut child: Child, timeout: Duration) -> Result<ExitStatus> {
     if let Some(status) = child.try_wait()? {
@@ -282,4 +313,48 @@ pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .context("could not find a free port")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::in_own_session;
+
+    /// Field `index` (1-based, as in proc(5)) of `/proc/<pid>/stat`.
+    fn stat_field(stat: &str, index: usize) -> String {
+        let (pid, rest) = stat.split_once(" (").unwrap();
+        if index == 1 {
+            return pid.to_owned();
+        }
+        // The command name (field 2) may hold spaces; it ends at the last ')'.
+        let after_name = &rest[rest.rfind(") ").unwrap() + 2..];
+        after_name.split(' ').nth(index - 3).unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_child_gets_a_session_of_its_own_and_keeps_its_pid_and_environment() {
+        let mut shell = Command::new("sh");
+        shell
+            .args(["-c", "cat /proc/$$/stat; echo; echo \"$IAM_TEST_MARK\""])
+            .env("IAM_TEST_MARK", "kept");
+        let child = in_own_session(shell)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (stat, mark) = text.split_once('\n').unwrap();
+        let ours = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert_eq!(stat_field(stat, 1), pid.to_string(), "{stat}");
+        assert_eq!(
+            stat_field(stat, 6),
+            pid.to_string(),
+            "a session led by the child: {stat}"
+        );
+        assert_ne!(stat_field(stat, 6), stat_field(&ours, 6));
+        assert_eq!(mark.trim(), "kept");
+    }
 }
