@@ -255,16 +255,25 @@ impl Drop for RunningServer {
 /// session competes with it for that share; under closed-loop load, descheduled lock holders
 /// then stalled requests for seconds (docs/PERFORMANCE.md). The process id stays the
 /// server's: `setsid` only forks when it is a process group leader, which a child is not.
+///
+/// Out of this process's session, the server no longer gets the terminal's Ctrl-C; so, when
+/// util-linux's `setpriv` is there too, it is also given SIGTERM as its parent-death signal:
+/// if this process dies without stopping it (Ctrl-C, a kill), the server stops as well
+/// instead of running on. (The signal follows the thread that started it: every server is
+/// started from the harnesses' main thread.)
 fn in_own_session(command: Command) -> Command {
-    let Some(setsid) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("setsid"))
-            .find(|candidate| candidate.is_file())
-    }) else {
+    let Some(setsid) = on_path("setsid") else {
         eprintln!("note: no `setsid` on PATH; the server shares this process's session");
         return command;
     };
-    let mut own = Command::new(setsid);
+    let mut own = match on_path("setpriv") {
+        Some(setpriv) => {
+            let mut own = Command::new(setpriv);
+            own.args(["--pdeathsig", "TERM", "--"]).arg(setsid);
+            own
+        }
+        None => Command::new(setsid),
+    };
     own.arg(command.get_program()).args(command.get_args());
     for (name, value) in command.get_envs() {
         match value {
@@ -273,6 +282,14 @@ fn in_own_session(command: Command) -> Command {
         };
     }
     own
+}
+
+/// The first file called `program` in a directory of `PATH`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Sends SIGTERM (std has no signals, so via `kill`) and waits; kills after `timeout`.
@@ -356,5 +373,37 @@ mod tests {
         );
         assert_ne!(stat_field(stat, 6), stat_field(&ours, 6));
         assert_eq!(mark.trim(), "kept");
+    }
+
+    #[test]
+    fn the_child_is_stopped_when_the_thread_that_started_it_ends() {
+        use std::os::unix::process::ExitStatusExt as _;
+        use std::time::{Duration, Instant};
+
+        assert!(super::on_path("setpriv").is_some(), "util-linux's setpriv");
+        // Started from a thread that then ends, as if the harness died without stopping it.
+        let mut child = std::thread::spawn(|| {
+            let mut sleep = Command::new("sleep");
+            sleep.arg("30");
+            let child = in_own_session(sleep).spawn().unwrap();
+            // Time for `setpriv` to set the signal (a parent that ends sooner escapes it; the
+            // harnesses' main thread outlives its servers).
+            std::thread::sleep(Duration::from_secs(1));
+            child
+        })
+        .join()
+        .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                child.kill().unwrap();
+                panic!("the child outlived its parent thread");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(15), "{status:?}");
     }
 }
