@@ -7,6 +7,10 @@
 //!
 //! Unlike `diesel::dsl::sql`, this expression keeps the query cacheable as a prepared
 //! statement, so a list page is one round trip instead of prepare + execute.
+//!
+//! Also here: building a page from its rows ([`cursor_page_of`]) and, for what belongs to an
+//! account, from the statements sent together with the account's existence check
+//! ([`cursor_page_if`], [`offset_page_if`]).
 
 use std::future::Future;
 
