@@ -122,9 +122,10 @@ next to pgbench on the same PostgreSQL with the same client count:
      and (re)creates the scratch databases iam_bench and iam_pgbench on it;
   then iam-bench:
   3. migrates iam_bench, applies docs/examples/directory.toml, mints an admin
-     token and starts `iam-server serve` (development mode, IAM_LOG=warn, a
-     pool of as many connections as the most clients, unless
-     IAM_DB_MAX_CONNECTIONS is set; state and server log in <target>/bench/);
+     token and starts `iam-server serve` (development mode, IAM_LOG=warn,
+     twice as many connections as the most clients, plus one, so that no
+     worker's share runs short, unless IAM_DB_MAX_CONNECTIONS is set; state
+     and server log in <target>/bench/);
   4. creates sa-bench with a credential and 100 000 more accounts (through the
      API), and walks the account list to page 1000 for its page token;
   5. for each client count N, measures one after the other, each after a 2 s

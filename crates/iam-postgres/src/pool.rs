@@ -11,16 +11,23 @@
 //! request's deadline dropped the future mid-query, see [`Conn`]) is never returned to the
 //! pool: its answer may still be on the way, or the backend may hang, and the next request
 //! would wait behind it. It is closed instead, and the pool opens a fresh one.
+//!
+//! A connection's I/O runs as a task on the async runtime that opened it. A query from
+//! another thread then costs two cross-thread wake-ups (there and back), which on a busy
+//! machine is a large share of a request's CPU. So a thread serving requests on a runtime of
+//! its own (an HTTP worker) can take a pool of its own with [`PgPool::attach_thread`]: every
+//! connection it uses was opened, and is driven, on that thread. Other threads use the
+//! shared pool.
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool::Runtime;
-use deadpool::managed::Timeouts;
+use deadpool::managed::{Timeouts, WeakPool};
 use diesel::ConnectionError;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
@@ -98,12 +105,14 @@ pub enum PoolBuildError {
 #[derive(Clone)]
 pub struct PgPool {
     inner: Pool<AsyncPgConnection>,
+    /// Pools of threads attached with [`PgPool::attach_thread`].
+    attached: Arc<Attached>,
     /// Tests only: counts every statement sent (see `TestDatabase::counting_store`).
     statements: Option<Arc<AtomicUsize>>,
 }
 
 /// A snapshot of the pool's usage (for metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PgPoolStatus {
     /// Most connections the pool opens.
     pub max_size: usize,
@@ -124,25 +133,53 @@ impl PgPool {
         if config.max_connections == 0 {
             return Err(PoolBuildError::NoConnections);
         }
-        let mut manager_config = ManagerConfig::default();
-        manager_config.recycling_method = RecyclingMethod::Fast;
-        manager_config.custom_setup = Box::new(connection_setup(config.statement_timeout));
-        let manager =
-            AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);
-        let inner = Pool::builder(manager)
-            .max_size(config.max_connections)
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(config.checkout_timeout),
-                create: Some(config.connect_timeout),
-                recycle: Some(config.checkout_timeout),
-            })
-            .build()
-            .map_err(PoolBuildError::Build)?;
         Ok(Self {
-            inner,
+            inner: build_pool(config, config.max_connections)?,
+            attached: Arc::new(Attached {
+                id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+                config: config.clone(),
+                pools: std::sync::Mutex::new(Vec::new()),
+            }),
             statements: None,
         })
+    }
+
+    /// Gives the calling thread a pool of its own, of `size` connections: from now on, every
+    /// connection this thread checks out comes from it. A connection's I/O task runs on the
+    /// runtime that opened it, so a thread whose runtime serves requests (an HTTP worker)
+    /// and only uses connections it opened itself never wakes another thread for a query.
+    ///
+    /// # Errors
+    /// [`PoolBuildError`] when `size` is 0.
+    pub fn attach_thread(&self, size: usize) -> Result<(), PoolBuildError> {
+        if size == 0 {
+            return Err(PoolBuildError::NoConnections);
+        }
+        let pool = build_pool(&self.attached.config, size)?;
+        self.attached
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(pool.weak());
+        let id = self.attached.id;
+        THREAD_POOLS.with_borrow_mut(|pools| {
+            pools.retain(|(pool_id, _)| *pool_id != id);
+            pools.push((id, pool));
+        });
+        Ok(())
+    }
+
+    /// The pool the calling thread checks connections out of.
+    fn current(&self) -> Pool<AsyncPgConnection> {
+        let id = self.attached.id;
+        THREAD_POOLS
+            .with_borrow(|pools| {
+                pools
+                    .iter()
+                    .find(|(pool_id, _)| *pool_id == id)
+                    .map(|(_, pool)| pool.clone())
+            })
+            .unwrap_or_else(|| self.inner.clone())
     }
 
     /// As [`Self::new`], counting every statement its connections send in `statements`.
@@ -159,18 +196,32 @@ impl PgPool {
 
     /// The pool's current usage.
     pub fn status(&self) -> PgPoolStatus {
-        let status = self.inner.status();
-        PgPoolStatus {
-            max_size: status.max_size,
-            size: status.size,
-            available: status.available,
-            waiting: status.waiting,
-        }
+        let attached = self
+            .attached
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(WeakPool::upgrade)
+            .collect::<Vec<_>>();
+        std::iter::once(&self.inner).chain(&attached).fold(
+            PgPoolStatus::default(),
+            |total, pool| {
+                let status = pool.status();
+                PgPoolStatus {
+                    max_size: total.max_size + status.max_size,
+                    size: total.size + status.size,
+                    available: total.available + status.available,
+                    waiting: total.waiting + status.waiting,
+                }
+            },
+        )
     }
 
     /// Checks a connection out, within the checkout and connect timeouts.
     pub(crate) async fn get(&self) -> Result<Conn, DbError> {
-        let mut object = self.inner.get().await?;
+        let pool = self.current();
+        let mut object = pool.get().await?;
         let in_flight = Arc::new(AtomicUsize::new(0));
         object.set_instrumentation(InFlight {
             in_flight: Arc::clone(&in_flight),
@@ -181,6 +232,41 @@ impl PgPool {
             in_flight,
         })
     }
+}
+
+/// Identifies each [`PgPool`] (and its clones) in [`THREAD_POOLS`].
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The pools attached to this thread ([`PgPool::attach_thread`]), by pool id.
+    static THREAD_POOLS: std::cell::RefCell<Vec<(u64, Pool<AsyncPgConnection>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What [`PgPool::attach_thread`] needs, shared by the clones of a pool.
+struct Attached {
+    id: u64,
+    config: PgConfig,
+    /// Every attached pool, for [`PgPool::status`].
+    pools: std::sync::Mutex<Vec<WeakPool<AsyncDieselConnectionManager<AsyncPgConnection>>>>,
+}
+
+/// A deadpool of at most `size` connections configured by `config`.
+fn build_pool(config: &PgConfig, size: usize) -> Result<Pool<AsyncPgConnection>, PoolBuildError> {
+    let mut manager_config = ManagerConfig::default();
+    manager_config.recycling_method = RecyclingMethod::Fast;
+    manager_config.custom_setup = Box::new(connection_setup(config.statement_timeout));
+    let manager = AsyncDieselConnectionManager::new_with_config(config.url.clone(), manager_config);
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(config.checkout_timeout),
+            create: Some(config.connect_timeout),
+            recycle: Some(config.checkout_timeout),
+        })
+        .build()
+        .map_err(PoolBuildError::Build)
 }
 
 /// What every new connection runs first: [`PgConfig::statement_timeout`], if set.

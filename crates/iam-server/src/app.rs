@@ -23,7 +23,7 @@ use iam_http::sealing::ResponseSealer;
 use iam_http::token_endpoints::TokenIssuer;
 use iam_http::{AppState, HttpAdapters, header_limit, request_id};
 use iam_oidc::{FetcherConfig, JwksFetcher};
-use iam_postgres::{PgStore, UsageBuffer};
+use iam_postgres::{PgConfig, PgStore, UsageBuffer};
 
 use crate::config::Config;
 use crate::federation::OidcAssertions;
@@ -106,7 +106,15 @@ pub fn build<C: Clock + Clone>(
     let verifier = Arc::new(keys::verifier(config, &verification_keys));
     let fetcher = Arc::new(jwks_fetcher(config)?);
     let external = keys::external_issuer(config, &fetcher)?;
-    let store = PgStore::connect(&config.pg()?)?;
+    let pg = config.pg()?;
+    let workers = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let connections = ConnectionSplit::of(pg.max_connections, workers);
+    let store = PgStore::connect(&PgConfig {
+        max_connections: connections.shared,
+        ..pg
+    })?;
     let usage = UsageBuffer::new(store.clone());
     let flusher = usage.spawn_flusher(USAGE_FLUSH_INTERVAL, config.request_timeout);
     spawn_purges(store.clone(), clock.clone());
@@ -167,7 +175,12 @@ pub fn build<C: Clock + Clone>(
     let deadline = web::Data::new(RequestDeadline(config.request_timeout));
     let metrics = web::Data::new(metrics(&store_for_metrics, &usage, &fetcher));
 
-    let mut server = HttpServer::new(move || {
+    let worker_store = store_for_metrics.clone();
+    let server = HttpServer::new(move || {
+        // Called once on each worker thread, before it serves: the worker's own connections.
+        if let Err(error) = worker_store.pool().attach_thread(connections.per_worker) {
+            tracing::warn!(%error, "an HTTP worker shares the background connection pool");
+        }
         App::new()
             .app_data(state.clone())
             .app_data(authenticator.clone())
@@ -178,16 +191,35 @@ pub fn build<C: Clock + Clone>(
             .wrap(from_fn(request_id::middleware))
             .configure(iam_http::configure::<Deployment<C>>)
     })
-    .shutdown_timeout(config.shutdown_timeout.as_secs());
-    if let Some(workers) = config.workers {
-        server = server.workers(workers);
-    }
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .workers(workers);
     Ok(Built {
         server: server.listen(listener)?.run(),
         usage,
         flusher,
         deadline: config.request_timeout,
     })
+}
+
+/// How a process's `IAM_DB_MAX_CONNECTIONS` are shared out: each HTTP worker has a pool of
+/// its own ([`iam_postgres::PgPool::attach_thread`]: its queries never wake another thread),
+/// and what is left serves the background tasks (usage flush, purges, shutdown). At least
+/// one connection each: a process opens at most `max(IAM_DB_MAX_CONNECTIONS, workers + 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnectionSplit {
+    per_worker: usize,
+    shared: usize,
+}
+
+impl ConnectionSplit {
+    fn of(max_connections: usize, workers: usize) -> Self {
+        let workers = workers.max(1);
+        let per_worker = (max_connections.saturating_sub(1) / workers).max(1);
+        Self {
+            per_worker,
+            shared: max_connections.saturating_sub(per_worker * workers).max(1),
+        }
+    }
 }
 
 /// The token service: secrets and federated assertions in, access tokens out.
@@ -277,4 +309,26 @@ fn spawn_purges<C: Clock>(store: PgStore, clock: C) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionSplit;
+
+    #[test]
+    fn workers_share_the_connections_and_background_tasks_keep_the_rest() {
+        let split = |max, workers| {
+            let s = ConnectionSplit::of(max, workers);
+            (s.per_worker, s.shared)
+        };
+        assert_eq!(split(16, 2), (7, 2));
+        assert_eq!(split(18, 2), (8, 2));
+        assert_eq!(split(4, 2), (1, 2));
+        assert_eq!(split(16, 1), (15, 1));
+        assert_eq!(split(16, 4), (3, 4));
+        // Too few for the workers: one each, and one for the background.
+        assert_eq!(split(1, 2), (1, 1));
+        assert_eq!(split(3, 8), (1, 1));
+        assert_eq!(split(16, 0), (15, 1));
+    }
 }

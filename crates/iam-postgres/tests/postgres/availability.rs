@@ -219,3 +219,58 @@ async fn a_connection_whose_statement_was_abandoned_is_closed_not_reused() {
     assert_eq!(store.pool().status().size, 1, "{:?}", store.pool().status());
     drop(locker);
 }
+
+#[tokio::test]
+async fn a_thread_with_a_pool_of_its_own_does_not_queue_for_the_shared_one() {
+    let (db, _) = seeded().await;
+    let store = PgStore::connect(&PgConfig {
+        max_connections: 1,
+        checkout_timeout: StdDuration::from_millis(300),
+        ..db.config()
+    })
+    .unwrap();
+    // The shared pool's only connection gets stuck behind a lock.
+    let locker = lock_accounts(&db).await;
+    let stuck = tokio::spawn({
+        let store = store.clone();
+        async move { store.get(&org_id(ACME), &sa_id("sa-ci"), t0()).await }
+    });
+    let started = Instant::now();
+    while store.pool().status().available > 0 || store.pool().status().size == 0 {
+        assert!(
+            started.elapsed() < StdDuration::from_secs(5),
+            "never checked out"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    // This thread has nothing but the shared pool: it waits, then gives up.
+    let shared = store.check().await;
+    assert!(
+        matches!(shared, Err(StoreError::Unavailable(_))),
+        "{shared:?}"
+    );
+
+    // A thread with a pool of its own (what every HTTP worker has) is served at once, and
+    // the pool's status counts both.
+    let (attached, status) = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            store.pool().attach_thread(1).unwrap();
+            runtime.block_on(async { (store.check().await, store.pool().status()) })
+        }
+    })
+    .join()
+    .unwrap();
+    attached.unwrap();
+    assert_eq!(status.max_size, 2, "{status:?}");
+    assert_eq!(status.size, 2, "{status:?}");
+    assert!(store.pool().attach_thread(0).is_err());
+
+    // Once the lock goes, the stuck read completes.
+    drop(locker);
+    assert_eq!(stuck.await.unwrap().unwrap(), None);
+}
